@@ -1,0 +1,1 @@
+//! The agent bridge: how the gateway reaches the agent.

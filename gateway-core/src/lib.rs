@@ -1,0 +1,27 @@
+//! `gateway-core`: the message model, the adapter contract, and the engines that do not touch the
+//! network — access policy, pairing, sessions — plus the `StateStore` trait and an in-memory store.
+//!
+//! This crate depends on no other crate of the workspace, and on no transport crate.
+
+pub mod adapter;
+pub mod clock;
+pub mod error;
+pub mod health;
+pub mod memory_store;
+pub mod model;
+pub mod pairing;
+pub mod policy;
+pub mod session;
+pub mod store;
+pub mod text;
+
+pub use adapter::{
+    AdapterContext, AdapterFactory, Admission, Capabilities, ConfigKey, InboundSink, KeyKind,
+    PlatformAdapter, ReplySink, TurnOutcome,
+};
+pub use error::{AdapterError, ConfigError, StoreError};
+pub use model::{
+    Attachment, ChatAddress, ChatKind, Content, InboundMessage, MediaKind, OutboundMessage,
+    PlatformEvent, Sender, Target,
+};
+pub use store::StateStore;

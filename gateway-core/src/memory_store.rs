@@ -1,0 +1,1 @@
+//! In-memory `StateStore` (tests, and `gateway chat` without a data dir).

@@ -1,0 +1,1 @@
+//! Pairing: one-time codes that let an operator admit unknown DM senders.

@@ -1,0 +1,1 @@
+//! Access policy: who may talk to the agent, per platform instance.

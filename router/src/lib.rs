@@ -1,0 +1,1 @@
+//! The router: adapter registry, configuration, and the dispatch pipeline.
