@@ -13,6 +13,8 @@ pub mod pairing;
 pub mod policy;
 pub mod session;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod store_conformance;
 pub mod text;
 
 pub use adapter::{
