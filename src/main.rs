@@ -1,2 +1,118 @@
-//! The `gateway` binary.
-fn main() {}
+//! The `gateway` binary: the CLI over the router. Subcommands: `run`, `check`, `platforms`,
+//! `chat`, `pairing`, `sessions`.
+//!
+//! This is the only place that names concrete adapters (one registry line each, in
+//! [`registry`]), and the only place that uses `anyhow`.
+
+mod cli;
+mod console;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A plugin-based gateway that puts AI agents into chat platforms (WeCom first).
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: connect every enabled platform instance and answer messages.
+    Run {
+        /// Config file (default: $GATEWAY_CONFIG, ./config.yaml, ~/.config/gateway/config.yaml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print every problem at once (exit 2 on error).
+    Check {
+        /// Config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// List the registered platform kinds and their config keys.
+    Platforms,
+    /// Talk to the configured agent from the terminal (platform `console`).
+    Chat {
+        /// Config file (optional: without one, the built-in echo agent answers).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Send one message, print the reply and exit.
+        #[arg(long)]
+        once: Option<String>,
+    },
+    /// Manage pairing requests and approved users.
+    Pairing {
+        /// Config file (for the data dir).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: cli::pairing::PairingAction,
+    },
+    /// Inspect and reset conversation sessions.
+    Sessions {
+        /// Config file (for the data dir).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: cli::sessions::SessionsAction,
+    },
+}
+
+/// The adapter registry of this binary.
+pub fn registry() -> router::Registry {
+    router::Registry::new()
+}
+
+fn main() -> ExitCode {
+    // Two rustls providers may be compiled in through dependencies; without an explicit choice
+    // the first TLS connection panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => cli::run::run(config.as_deref()).await,
+            Command::Check { config } => cli::run::check(config.as_deref()),
+            Command::Platforms => cli::run::platforms(),
+            Command::Chat { config, once } => cli::chat::chat(config.as_deref(), once).await,
+            Command::Pairing { config, action } => {
+                cli::pairing::pairing(config.as_deref(), action).await
+            }
+            Command::Sessions { config, action } => {
+                cli::sessions::sessions(config.as_deref(), action).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

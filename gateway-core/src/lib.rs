@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod clock;
+pub mod commands;
 pub mod error;
 pub mod health;
 pub mod memory_store;

@@ -1,1 +1,54 @@
-//! The router: adapter registry, configuration, and the dispatch pipeline.
+//! The router: the adapter registry, configuration loading and validation, and the dispatch
+//! pipeline that takes inbound messages through policy, commands and the session engine to the
+//! agent and back to the platform.
+//!
+//! The binary uses it in three steps: [`load`] (file + environment → validated config and built
+//! adapters, every problem reported at once), [`Gateway::new`], then [`Gateway::run`].
+
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
+pub mod shared;
+pub mod turn;
+
+use std::path::Path;
+
+pub use config::{ConfigErrors, GatewayConfig};
+pub use registry::{InstancePlan, Registry};
+pub use runtime::Gateway;
+
+/// Loads the config file (if any) and the environment, validates every section, and builds every
+/// enabled platform instance. All problems are returned together.
+pub fn load(
+    file: Option<&Path>,
+    registry: &Registry,
+    env: registry::EnvLookup<'_>,
+) -> Result<(GatewayConfig, Vec<InstancePlan>), ConfigErrors> {
+    let tree = config::load_tree(file)?;
+    let mut errors = Vec::new();
+    let mut cfg = match config::parse_tree(tree) {
+        Ok(cfg) => Some(cfg),
+        Err(ConfigErrors(e)) => {
+            errors.extend(e);
+            None
+        }
+    };
+    let mut plans = Vec::new();
+    if let Some(cfg) = cfg.as_mut() {
+        registry::apply_kind_env(cfg, registry, env);
+        match registry::build_instances(cfg, registry) {
+            Ok(p) => plans = p,
+            Err(e) => errors.extend(e),
+        }
+        if let Err(e) = agent_bridge::build_backend(&cfg.agent) {
+            errors.extend(e.into_iter().map(|e| e.under("agent")));
+        }
+    }
+    match cfg {
+        Some(cfg) if errors.is_empty() => Ok((cfg, plans)),
+        _ => Err(ConfigErrors(errors)),
+    }
+}

@@ -1,0 +1,299 @@
+//! The gateway runtime: builds the pipeline from a validated config, starts every platform
+//! instance under a supervisor (retry with backoff; one failing instance never stops the others),
+//! resumes unfinished inbox entries, retries the outbox, serves `/health` and `/metrics`, and on
+//! shutdown drains in-flight turns before disconnecting adapters and closing the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_bridge::AgentBackend;
+use gateway_core::adapter::AdapterContext;
+use gateway_core::clock::Clock;
+use gateway_core::health::{HealthReporter, InstanceState};
+use gateway_core::pairing::PairingEngine;
+use gateway_core::policy::AccessPolicy;
+use gateway_core::session::SessionEngine;
+use gateway_core::{AdapterError, InboundMessage, OutboundMessage, StateStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::GatewayConfig;
+use crate::dispatch::Dispatcher;
+use crate::http::{app, HttpState};
+use crate::metrics::Metrics;
+use crate::registry::InstancePlan;
+use crate::shared::{Instance, Shared};
+use crate::turn::TurnRunner;
+
+/// Delays between attempts to start an instance that failed to connect.
+const START_BACKOFF: &[u64] = &[2, 5, 10, 30, 60];
+
+/// A gateway assembled from its config, ready to run.
+pub struct Gateway {
+    config: GatewayConfig,
+    shared: Arc<Shared>,
+    engine: SessionEngine,
+    dispatcher: Dispatcher,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("instances", &self.shared.instances.keys()).finish()
+    }
+}
+
+impl Gateway {
+    /// Wires instances, the agent and the store into a pipeline. No I/O happens here.
+    pub fn new(
+        config: GatewayConfig,
+        plans: Vec<InstancePlan>,
+        agent: Arc<dyn AgentBackend>,
+        store: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut instances = HashMap::new();
+        for plan in plans {
+            let caps = plan.adapter.capabilities();
+            let name = plan.spec.name.clone();
+            instances.insert(
+                name.clone(),
+                Instance {
+                    health: HealthReporter::new(&name, &plan.spec.kind),
+                    name,
+                    kind: plan.spec.kind,
+                    adapter: plan.adapter,
+                    caps,
+                    policy: AccessPolicy::new(plan.access),
+                    home_channel: plan.spec.home_channel,
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            instances,
+            pairing: PairingEngine::new(store.clone(), clock.clone()),
+            store,
+            agent,
+            clock,
+            sessions: config.sessions.clone(),
+            metrics: Metrics::default(),
+            tasks: TaskTracker::new(),
+            pairing_notified: Mutex::new(HashMap::new()),
+        });
+        let engine =
+            SessionEngine::new(config.sessions.clone(), Arc::new(TurnRunner::new(shared.clone())));
+        let dispatcher = Dispatcher::new(shared.clone(), engine.clone());
+        Self { config, shared, engine, dispatcher }
+    }
+
+    /// Warns loudly for every instance whose DM or group policy is `open`.
+    pub fn warn_open_policies(&self) {
+        for inst in self.shared.instances.values() {
+            let (dm_open, group_open) = inst.policy.is_open();
+            if dm_open || group_open {
+                let which = match (dm_open, group_open) {
+                    (true, true) => "DMs and groups",
+                    (true, false) => "DMs",
+                    _ => "groups",
+                };
+                warn!(
+                    instance = %inst.name,
+                    "ACCESS IS OPEN for {which}: anyone who can reach this bot can use your agent. \
+                     Set dm_policy: pairing or allowlist (and group_policy: allowlist) under platforms.{}.extra.",
+                    inst.name
+                );
+            }
+        }
+    }
+
+    /// The inbound sink (tests drive the pipeline through it).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Health of every instance.
+    pub fn health(&self) -> Vec<gateway_core::health::InstanceHealth> {
+        self.shared.instances.values().map(|i| i.health.snapshot()).collect()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns. `listener` serves `/health`
+    /// and `/metrics` when given (tests pass one bound to port 0; `gateway chat` passes none).
+    pub async fn run(self, listener: Option<TcpListener>, shutdown: CancellationToken) {
+        let Gateway { config, shared, engine, dispatcher } = self;
+        // Adapters keep running while turns drain, so they get their own token, cancelled last.
+        let adapters_stop = CancellationToken::new();
+        let supervisors = TaskTracker::new();
+
+        // Unfinished messages from before a crash or restart, read before any adapter can add
+        // new ones so nothing is scheduled twice.
+        let mut resume: HashMap<String, Vec<InboundMessage>> = HashMap::new();
+        match shared.store.inbox_pending().await {
+            Ok(entries) => {
+                for e in entries {
+                    resume.entry(e.message.instance.clone()).or_default().push(e.message);
+                }
+            }
+            Err(e) => error!(error = %e, "Could not read the inbox; unfinished messages will not resume."),
+        }
+
+        let http_state = HttpState { shared: shared.clone(), engine: engine.clone() };
+        let http_stop = CancellationToken::new();
+        let http = {
+            let stop = http_stop.clone();
+            tokio::spawn(async move {
+                let Some(listener) = listener else { return };
+                let serve = axum::serve(listener, app(http_state))
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    error!(error = %e, "Health listener failed.");
+                }
+            })
+        };
+
+        let sink: Arc<dyn gateway_core::InboundSink> = Arc::new(dispatcher.clone());
+        for inst in shared.instances.values() {
+            let ctx = AdapterContext {
+                instance: inst.name.clone(),
+                data_dir: config.gateway.data_dir.join(&inst.name),
+                inbound: sink.clone(),
+                store: shared.store.clone(),
+                health: inst.health.clone(),
+                shutdown: adapters_stop.clone(),
+            };
+            let pending = resume.remove(&inst.name).unwrap_or_default();
+            supervisors.spawn(supervise(
+                shared.clone(),
+                dispatcher.clone(),
+                inst.name.clone(),
+                ctx,
+                pending,
+                adapters_stop.clone(),
+            ));
+        }
+        for (instance, msgs) in resume {
+            warn!(instance = %instance, count = msgs.len(), "Unfinished messages for an instance that is not configured; left in the inbox.");
+        }
+
+        let outbox = tokio::spawn(outbox_loop(
+            shared.clone(),
+            Duration::from_secs(config.gateway.outbox_retry_secs.max(1)),
+            adapters_stop.clone(),
+        ));
+
+        shutdown.cancelled().await;
+        info!("Shutting down: finishing in-flight replies.");
+        let deadline = Duration::from_secs(config.gateway.drain_timeout_secs);
+        let left = engine.drain(deadline, Duration::from_secs(5)).await;
+        if !left.is_empty() {
+            info!(count = left.len(), "Queued messages kept for after the restart.");
+        }
+        shared.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await;
+
+        adapters_stop.cancel();
+        for inst in shared.instances.values() {
+            if tokio::time::timeout(Duration::from_secs(10), inst.adapter.disconnect()).await.is_err() {
+                warn!(instance = %inst.name, "Adapter did not disconnect in time.");
+            }
+            inst.health.set_state(InstanceState::Stopped);
+        }
+        supervisors.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), supervisors.wait()).await;
+        outbox.abort();
+        http_stop.cancel();
+        let _ = http.await;
+        if let Err(e) = shared.store.close().await {
+            warn!(error = %e, "Store did not close cleanly.");
+        }
+        info!("Stopped.");
+    }
+}
+
+/// Starts one instance, retrying with backoff until it connects or the gateway stops, then
+/// resumes its unfinished messages.
+async fn supervise(
+    shared: Arc<Shared>,
+    dispatcher: Dispatcher,
+    name: String,
+    ctx: AdapterContext,
+    pending: Vec<InboundMessage>,
+    stop: CancellationToken,
+) {
+    let Some(inst) = shared.instance(&name) else { return };
+    let mut attempt = 0usize;
+    loop {
+        let result = tokio::select! {
+            r = inst.adapter.connect(ctx.clone()) => r,
+            () = stop.cancelled() => return,
+        };
+        match result {
+            Ok(()) => {
+                if !matches!(inst.health.snapshot().state, InstanceState::Connected) {
+                    inst.health.set_state(InstanceState::Connected);
+                }
+                info!(instance = %name, kind = %inst.kind, "Platform instance started.");
+                break;
+            }
+            Err(e) => {
+                let delay = START_BACKOFF[attempt.min(START_BACKOFF.len() - 1)];
+                attempt += 1;
+                match &e {
+                    AdapterError::Auth { hint, .. } => {
+                        inst.health.set_state(InstanceState::AuthFailed { hint: hint.clone() })
+                    }
+                    other => inst.health.set_state(InstanceState::Failed { error: other.to_string() }),
+                }
+                inst.health.error(e.to_string());
+                shared.metrics.inc("gateway_errors_total", &[("instance", &name), ("kind", e.kind())]);
+                error!(instance = %name, error = %e, retry_in_secs = delay, "Platform instance failed to start.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(delay)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        info!(instance = %name, count = pending.len(), "Resuming unfinished messages.");
+        for msg in pending {
+            dispatcher.schedule(msg);
+        }
+    }
+}
+
+/// Retries undelivered replies periodically through `send`.
+async fn outbox_loop(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
+    /// After this many attempts an entry stays for the operator but is no longer retried.
+    const MAX_ATTEMPTS: u32 = 20;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let entries = match shared.store.outbox_pending(None).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "Could not read the outbox.");
+                continue;
+            }
+        };
+        for entry in entries.into_iter().filter(|e| e.attempts < MAX_ATTEMPTS) {
+            let Some(inst) = shared.instance(&entry.instance) else { continue };
+            if !inst.health.snapshot().state.is_up() {
+                continue;
+            }
+            match inst.adapter.send(&entry.target, &OutboundMessage::markdown(&entry.text)).await {
+                Ok(()) => {
+                    info!(instance = %inst.name, "Delivered a reply from the outbox.");
+                    shared.metrics.inc("gateway_messages_out_total", &[("instance", &inst.name)]);
+                    let _ = shared.store.outbox_done(entry.id).await;
+                }
+                Err(e) => {
+                    let _ = shared.store.outbox_attempt(entry.id, &e.to_string()).await;
+                }
+            }
+        }
+    }
+}

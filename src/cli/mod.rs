@@ -1,0 +1,68 @@
+//! Subcommand implementations.
+
+pub mod chat;
+pub mod pairing;
+pub mod run;
+pub mod sessions;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gateway_core::StateStore;
+
+/// The state database inside a data dir.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("gateway.db")
+}
+
+/// Opens (creating if needed) the SQLite store in `data_dir`.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let store = store_sqlite::SqliteStore::open(&db_path(data_dir))
+        .with_context(|| format!("cannot open the state database in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Loads and validates the config, printing every problem. `Err` carries the exit code 2.
+pub fn load_config(
+    file: Option<&Path>,
+) -> Result<(router::GatewayConfig, Vec<router::InstancePlan>), ConfigFailure> {
+    let path = router::config::find_config_file(file).map_err(|e| ConfigFailure(vec![e]))?;
+    tracing::debug!(path = %path.display(), "Loading config.");
+    router::load(Some(&path), &crate::registry(), &router::registry::process_env)
+        .map_err(|e| ConfigFailure(e.0))
+}
+
+/// Config problems, printed one per line by [`ConfigFailure::report`].
+#[derive(Debug)]
+pub struct ConfigFailure(pub Vec<gateway_core::ConfigError>);
+
+impl ConfigFailure {
+    /// Prints the problems to stderr and returns exit code 2.
+    pub fn report(&self) -> std::process::ExitCode {
+        eprintln!("The configuration has {} problem(s):", self.0.len());
+        for e in &self.0 {
+            if e.path.is_empty() {
+                eprintln!("  - {}", e.message);
+            } else {
+                eprintln!("  - {}: {}", e.path, e.message);
+            }
+        }
+        std::process::ExitCode::from(2)
+    }
+}
+
+/// The data dir of the config, or the default when there is no config file.
+pub fn data_dir_of(file: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match router::config::find_config_file(file) {
+        Ok(path) => {
+            let tree = router::config::load_tree(Some(&path)).map_err(anyhow::Error::new)?;
+            let cfg = router::config::parse_tree(tree).map_err(anyhow::Error::new)?;
+            Ok(cfg.gateway.data_dir)
+        }
+        Err(_) if file.is_none() => Ok(router::config::GatewaySection::default().data_dir),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}

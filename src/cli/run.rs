@@ -1,0 +1,110 @@
+//! `gateway run`, `gateway check` and `gateway platforms`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use gateway_core::clock::TokioClock;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{load_config, open_store};
+
+/// Runs the gateway until SIGINT/SIGTERM, then drains and exits 0.
+pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (cfg, plans) = match load_config(file) {
+        Ok(x) => x,
+        Err(f) => return Ok(f.report()),
+    };
+    let agent = agent_bridge::build_backend(&cfg.agent)
+        .map_err(|e| anyhow::anyhow!("agent: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+    let store = open_store(&cfg.gateway.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen))?;
+    info!(listen = %cfg.gateway.listen, instances = plans.len(), agent = %agent.name(), "Gateway starting.");
+    if plans.is_empty() {
+        tracing::warn!("No platform instance is enabled; only /health and /metrics will answer. Run `gateway setup` to add one.");
+    }
+    let gateway = router::Gateway::new(cfg, plans, agent, store, TokioClock::shared());
+    gateway.warn_open_policies();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_watch(shutdown.clone()));
+    gateway.run(Some(listener), shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal_watch(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("Cannot install signal handlers; stop the gateway with SIGKILL.");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received."),
+            _ = int.recv() => info!("SIGINT received."),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}
+
+/// Validates the config; prints every problem; exit 2 when there is one.
+pub fn check(file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match load_config(file) {
+        Ok((cfg, plans)) => {
+            println!(
+                "Configuration OK: {} platform instance(s) enabled{}, agent backend `{}`.",
+                plans.len(),
+                if plans.is_empty() { String::new() } else {
+                    format!(" ({})", plans.iter().map(|p| format!("{} [{}]", p.spec.name, p.spec.kind)).collect::<Vec<_>>().join(", "))
+                },
+                agent_bridge::build_backend(&cfg.agent).map(|b| b.name().to_string()).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => Ok(f.report()),
+    }
+}
+
+/// Prints the registered platform kinds and their keys.
+pub fn platforms() -> anyhow::Result<ExitCode> {
+    let registry = crate::registry();
+    let mut any = false;
+    for f in registry.factories() {
+        any = true;
+        println!("{} — {}", f.kind(), f.description());
+        for k in f.config_keys() {
+            let mut notes = Vec::new();
+            if k.required {
+                notes.push("required".to_string());
+            }
+            if k.secret {
+                notes.push("secret".to_string());
+            }
+            if let Some(env) = k.env {
+                notes.push(format!("env {env}"));
+            }
+            if let Some(d) = k.default {
+                notes.push(format!("default {d}"));
+            }
+            println!("  {:<24} {}{}", k.name, k.doc, if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) });
+        }
+        println!("  access policy keys: {}", gateway_core::policy::POLICY_KEYS.join(", "));
+        for (env, key) in f.policy_env() {
+            println!("    {key} also from env {env}");
+        }
+    }
+    if !any {
+        println!("No platform kinds are registered in this build.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
