@@ -27,12 +27,18 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// Starts a gateway from `yaml` (written to `dir/config.yaml`), state in `dir/data`.
+    /// Starts a gateway from `yaml` (written to `dir/config.yaml`), state in `dir/data`, with
+    /// the loopback platform registered.
     pub async fn start(dir: &Path, yaml: &str) -> Self {
+        Self::start_with(dir, yaml, &registry()).await
+    }
+
+    /// Like [`TestGateway::start`] with another adapter registry (e.g. the WeCom factories).
+    pub async fn start_with(dir: &Path, yaml: &str, registry: &router::Registry) -> Self {
         let path = dir.join("config.yaml");
         let yaml = format!("gateway:\n  data_dir: {}\n{yaml}", dir.join("data").display());
         std::fs::write(&path, yaml).unwrap();
-        let (cfg, plans) = router::load(Some(&path), &registry(), &|_| None)
+        let (cfg, plans) = router::load(Some(&path), registry, &|_| None)
             .unwrap_or_else(|e| panic!("config: {e}"));
         std::fs::create_dir_all(&cfg.gateway.data_dir).unwrap();
         let store: Arc<dyn StateStore> = Arc::new(

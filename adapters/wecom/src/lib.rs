@@ -1,0 +1,1 @@
+//! The wecom adapter: the WeCom AI Bot long connection (WebSocket).

@@ -1,0 +1,1 @@
+//! Fake AI Bot long-connection server (openws).

@@ -1,0 +1,1 @@
+//! Fake WeCom REST API (gettoken, message/send, media/upload, media/get) and the callback signer.
