@@ -16,9 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
-use crate::store::{
-    HistoryEntry, InboxEntry, OutboxEntry, SessionRecord, StateStore, StoreResult,
-};
+use crate::store::{HistoryEntry, InboxEntry, OutboxEntry, SessionRecord, StateStore, StoreResult};
 
 /// A `StateStore` held entirely in memory; lost when the process exits.
 #[derive(Debug, Default)]
@@ -141,7 +139,10 @@ impl StateStore for MemoryStore {
     ) -> StoreResult<()> {
         let mut state = self.state()?;
         let lines = state.history.entry(session_id.to_string()).or_default();
-        lines.extend(entries.iter().map(|e| HistoryEntry { at: millis(e.at), ..e.clone() }));
+        lines.extend(entries.iter().map(|e| HistoryEntry {
+            at: millis(e.at),
+            ..e.clone()
+        }));
         while lines.len() > cap {
             lines.pop_front();
         }
@@ -178,7 +179,9 @@ impl StateStore for MemoryStore {
             return Ok(false);
         }
         let expires = now_ms.saturating_add(duration_ms(ttl));
-        dedup.by_expiry.insert((expires, key.0.clone(), key.1.clone()));
+        dedup
+            .by_expiry
+            .insert((expires, key.0.clone(), key.1.clone()));
         dedup.seen.insert(key, expires);
         // A zero TTL expires at once; keep nothing for it.
         dedup.purge(now_ms);
@@ -195,8 +198,18 @@ impl StateStore for MemoryStore {
         inbox.next_seq += 1;
         let mut entry = entry.clone();
         entry.received_at = millis(entry.received_at);
-        inbox.pending.insert((entry.received_at.timestamp_millis(), seq), entry.id.clone());
-        inbox.entries.insert(entry.id.clone(), InboxSlot { entry, seq, done_at: None });
+        inbox.pending.insert(
+            (entry.received_at.timestamp_millis(), seq),
+            entry.id.clone(),
+        );
+        inbox.entries.insert(
+            entry.id.clone(),
+            InboxSlot {
+                entry,
+                seq,
+                done_at: None,
+            },
+        );
         Ok(true)
     }
 
@@ -311,7 +324,10 @@ impl StateStore for MemoryStore {
         };
         // Keys with the prefix form one contiguous run starting at the prefix itself.
         Ok(space
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
