@@ -35,7 +35,11 @@ pub struct ConsoleAdapter {
 impl ConsoleAdapter {
     /// An adapter that reports to `events`.
     pub fn new(events: mpsc::Sender<ConsoleEvent>) -> Arc<Self> {
-        Arc::new(Self { events, ctx: OnceLock::new(), ready: Notify::new() })
+        Arc::new(Self {
+            events,
+            ctx: OnceLock::new(),
+            ready: Notify::new(),
+        })
     }
 
     /// Waits until the router has started the adapter, then returns its context.
@@ -65,7 +69,8 @@ impl PlatformAdapter for ConsoleAdapter {
     }
 
     async fn connect(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
-        ctx.health.set_state(gateway_core::health::InstanceState::Connected);
+        ctx.health
+            .set_state(gateway_core::health::InstanceState::Connected);
         let _ = self.ctx.set(ctx);
         self.ready.notify_waiters();
         Ok(())
@@ -81,7 +86,9 @@ impl PlatformAdapter for ConsoleAdapter {
     }
 
     async fn reply(&self, _inbound: &InboundMessage) -> Result<Box<dyn ReplySink>, AdapterError> {
-        Ok(Box::new(ConsoleSink { events: self.events.clone() }))
+        Ok(Box::new(ConsoleSink {
+            events: self.events.clone(),
+        }))
     }
 }
 
@@ -102,7 +109,11 @@ impl ReplySink for ConsoleSink {
             .map_err(|_| AdapterError::Disconnected("console closed".into()))
     }
 
-    async fn finish(self: Box<Self>, text: &str, _outcome: TurnOutcome) -> Result<(), AdapterError> {
+    async fn finish(
+        self: Box<Self>,
+        text: &str,
+        _outcome: TurnOutcome,
+    ) -> Result<(), AdapterError> {
         self.events
             .send(ConsoleEvent::Final(text.to_string()))
             .await

@@ -86,8 +86,17 @@ fn main() -> ExitCode {
     // the first TLS connection panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The terminal chat keeps stderr for warnings; everything else logs at info.
+    let level = if matches!(cli.command, Command::Chat { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    logging::init(cli.log_format, level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

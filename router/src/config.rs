@@ -81,7 +81,11 @@ const SECTIONS: &[&str] = &["gateway", "agent", "sessions", "platforms"];
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 fn render(errors: &[ConfigError]) -> String {
-    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where the config file was found, in lookup order: `-c`, `GATEWAY_CONFIG`, `./config.yaml`,
@@ -91,7 +95,10 @@ pub fn find_config_file(explicit: Option<&Path>) -> Result<PathBuf, ConfigError>
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(ConfigError::new("", format!("config file {} not found", p.display())))
+            Err(ConfigError::new(
+                "",
+                format!("config file {} not found", p.display()),
+            ))
         };
     }
     if let Some(p) = std::env::var_os("GATEWAY_CONFIG").map(PathBuf::from) {
@@ -100,7 +107,10 @@ pub fn find_config_file(explicit: Option<&Path>) -> Result<PathBuf, ConfigError>
         } else {
             Err(ConfigError::new(
                 "",
-                format!("GATEWAY_CONFIG points to {}, which does not exist", p.display()),
+                format!(
+                    "GATEWAY_CONFIG points to {}, which does not exist",
+                    p.display()
+                ),
             ))
         };
     }
@@ -113,7 +123,11 @@ pub fn find_config_file(explicit: Option<&Path>) -> Result<PathBuf, ConfigError>
             return Ok(p.clone());
         }
     }
-    let list = tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let list = tried
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(ConfigError::new(
         "",
         format!(
@@ -138,7 +152,11 @@ pub fn load_tree(file: Option<&Path>) -> Result<Value, ConfigErrors> {
     }
     // Every key lives in a section, so only `GATEWAY_<SECTION>__<KEY>` variables are config;
     // others (`GATEWAY_CONFIG` names the file) are left alone.
-    fig = fig.merge(Env::prefixed("GATEWAY_").filter(|k| k.as_str().contains("__")).split("__"));
+    fig = fig.merge(
+        Env::prefixed("GATEWAY_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let tree: Value = fig.extract().map_err(|e| {
         ConfigErrors(
             e.into_iter()
@@ -146,14 +164,30 @@ pub fn load_tree(file: Option<&Path>) -> Result<Value, ConfigErrors> {
                 .collect(),
         )
     })?;
-    Ok(if tree.is_null() { Value::Object(Map::new()) } else { tree })
+    Ok(if tree.is_null() {
+        Value::Object(Map::new())
+    } else {
+        tree
+    })
 }
 
 /// Parses the merged tree into a [`GatewayConfig`], collecting every error of every section.
 pub fn parse_tree(tree: Value) -> Result<GatewayConfig, ConfigErrors> {
+    let (cfg, errors) = parse_tree_partial(tree);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`parse_tree`], but returns what parsed (defaults in place of broken sections) together
+/// with the errors, so that later checks (platform instances) still run and report theirs.
+pub fn parse_tree_partial(tree: Value) -> (GatewayConfig, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let Value::Object(mut root) = tree else {
-        return Err(ConfigErrors(vec![ConfigError::new("", "the config must be a mapping")]));
+        let e = ConfigError::new("", "the config must be a mapping");
+        return (GatewayConfig::default(), vec![e]);
     };
     for key in root.keys() {
         if !SECTIONS.contains(&key.as_str()) {
@@ -164,14 +198,23 @@ pub fn parse_tree(tree: Value) -> Result<GatewayConfig, ConfigErrors> {
         }
     }
     let mut cfg = GatewayConfig::default();
-    if let Some(v) = root.remove("gateway") {
-        section(v, "gateway", &mut errors).map(|s| cfg.gateway = s);
+    if let Some(s) = root
+        .remove("gateway")
+        .and_then(|v| section(v, "gateway", &mut errors))
+    {
+        cfg.gateway = s;
     }
-    if let Some(v) = root.remove("agent") {
-        section(v, "agent", &mut errors).map(|s| cfg.agent = s);
+    if let Some(s) = root
+        .remove("agent")
+        .and_then(|v| section(v, "agent", &mut errors))
+    {
+        cfg.agent = s;
     }
-    if let Some(v) = root.remove("sessions") {
-        section(v, "sessions", &mut errors).map(|s| cfg.sessions = s);
+    if let Some(s) = root
+        .remove("sessions")
+        .and_then(|v| section(v, "sessions", &mut errors))
+    {
+        cfg.sessions = s;
     }
     match root.remove("platforms") {
         None | Some(Value::Null) => {}
@@ -183,19 +226,21 @@ pub fn parse_tree(tree: Value) -> Result<GatewayConfig, ConfigErrors> {
                 }
             }
         }
-        Some(_) => errors.push(ConfigError::new("platforms", "must be a mapping of instances")),
+        Some(_) => errors.push(ConfigError::new(
+            "platforms",
+            "must be a mapping of instances",
+        )),
     }
     if cfg.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
         errors.push(ConfigError::new(
             "gateway.listen",
-            format!("`{}` is not a host:port address such as 127.0.0.1:8646", cfg.gateway.listen),
+            format!(
+                "`{}` is not a host:port address such as 127.0.0.1:8646",
+                cfg.gateway.listen
+            ),
         ));
     }
-    if errors.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (cfg, errors)
 }
 
 /// Deserialises one section, recording its error with the full key path.
@@ -205,10 +250,29 @@ fn section<T: serde::de::DeserializeOwned>(
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     // An empty section (`sessions:` with nothing under it) means "all defaults".
-    let v = if v.is_null() { Value::Object(Map::new()) } else { v };
+    let v = if v.is_null() {
+        Value::Object(Map::new())
+    } else {
+        v
+    };
     match gateway_core::adapter::parse_extra::<T>(v) {
         Ok(t) => Some(t),
-        Err(e) => {
+        Err(mut e) => {
+            // Buffered enums (the tagged `agent:` section) lose the path of an unknown field;
+            // the message still names it, so put it back on the path.
+            if let Some(field) = e
+                .message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                if !e.path.ends_with(field) {
+                    e.path = if e.path.is_empty() {
+                        field.to_string()
+                    } else {
+                        format!("{}.{field}", e.path)
+                    };
+                }
+            }
             errors.push(e.under(prefix));
             None
         }
@@ -219,7 +283,11 @@ fn section<T: serde::de::DeserializeOwned>(
 pub fn env_value(kind: gateway_core::KeyKind, raw: &str) -> Value {
     use gateway_core::KeyKind;
     match kind {
-        KeyKind::Integer => raw.trim().parse::<i64>().map(Value::from).unwrap_or(raw.into()),
+        KeyKind::Integer => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or(raw.into()),
         KeyKind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Value::Bool(true),
             "0" | "false" | "no" | "off" => Value::Bool(false),

@@ -44,7 +44,13 @@ impl Dispatcher {
     /// Schedules an already-journaled message (used when resuming the inbox after a restart).
     pub fn schedule(&self, msg: InboundMessage) -> SubmitOutcome {
         let key = self.key_of(&msg);
-        self.after_submit(&msg, self.engine.submit(TurnJob { key, message: msg.clone() }))
+        self.after_submit(
+            &msg,
+            self.engine.submit(TurnJob {
+                key,
+                message: msg.clone(),
+            }),
+        )
     }
 
     fn after_submit(&self, msg: &InboundMessage, outcome: SubmitOutcome) -> SubmitOutcome {
@@ -84,7 +90,10 @@ impl Dispatcher {
     /// Applies the access policy. Reads the pairing store only for DMs where it matters.
     async fn admit(&self, msg: &InboundMessage) -> Result<Decision, AdapterError> {
         let Some(inst) = self.shared.instance(&msg.instance) else {
-            return Err(AdapterError::Unsupported(format!("unknown instance {}", msg.instance)));
+            return Err(AdapterError::Unsupported(format!(
+                "unknown instance {}",
+                msg.instance
+            )));
         };
         let sender = msg.sender.user_id.as_str();
         let paired = if inst.policy.needs_pairing_check(&msg.chat) && !sender.is_empty() {
@@ -102,7 +111,12 @@ impl Dispatcher {
         let instance = msg.instance.clone();
         let user = msg.sender.user_id.clone();
         let name = msg.sender.display_name.clone();
-        match self.shared.pairing.request(&instance, &user, name.as_deref()).await {
+        match self
+            .shared
+            .pairing
+            .request(&instance, &user, name.as_deref())
+            .await
+        {
             Ok(req) => {
                 info!(instance = %instance, request_id = %req.request_id, "Pairing code issued.");
                 self.shared.notify(
@@ -132,7 +146,9 @@ impl Dispatcher {
     async fn command(&self, msg: &InboundMessage, cmd: Command) {
         let key = self.key_of(msg);
         let shared = &self.shared;
-        shared.metrics.inc("gateway_commands_total", &[("instance", &msg.instance)]);
+        shared
+            .metrics
+            .inc("gateway_commands_total", &[("instance", &msg.instance)]);
         let text = match cmd {
             Command::Help => commands::HELP.to_string(),
             Command::WhoAmI => format!(
@@ -197,7 +213,9 @@ impl InboundSink for Dispatcher {
     async fn submit(&self, msg: InboundMessage) -> Result<Admission, AdapterError> {
         let shared = &self.shared;
         let instance = msg.instance.clone();
-        shared.metrics.inc("gateway_messages_in_total", &[("instance", &instance)]);
+        shared
+            .metrics
+            .inc("gateway_messages_in_total", &[("instance", &instance)]);
 
         match self.admit(&msg).await? {
             Decision::Allow => {}
@@ -207,7 +225,9 @@ impl InboundSink for Dispatcher {
             }
             Decision::Deny(reason) => {
                 debug!(instance = %instance, ?reason, "Message refused by the access policy.");
-                shared.metrics.inc("gateway_messages_blocked_total", &[("instance", &instance)]);
+                shared
+                    .metrics
+                    .inc("gateway_messages_blocked_total", &[("instance", &instance)]);
                 return Ok(Admission::Blocked);
             }
         }
@@ -233,7 +253,10 @@ impl InboundSink for Dispatcher {
 
         let entry = InboxEntry::new(msg.clone(), shared.clock.now());
         if !shared.store.inbox_put(&entry).await? {
-            shared.metrics.inc("gateway_messages_duplicate_total", &[("instance", &instance)]);
+            shared.metrics.inc(
+                "gateway_messages_duplicate_total",
+                &[("instance", &instance)],
+            );
             return Ok(Admission::Duplicate);
         }
         self.schedule(msg);

@@ -32,7 +32,12 @@ pub fn app(state: HttpState) -> Router {
 
 /// `200` when every instance is connected, `503` otherwise; the body always lists each instance.
 async fn health(State(st): State<HttpState>) -> impl IntoResponse {
-    let mut instances: Vec<_> = st.shared.instances.values().map(|i| i.health.snapshot()).collect();
+    let mut instances: Vec<_> = st
+        .shared
+        .instances
+        .values()
+        .map(|i| i.health.snapshot())
+        .collect();
     instances.sort_by(|a, b| a.instance.cmp(&b.instance));
     let up = instances.iter().filter(|h| h.state.is_up()).count();
     let status = if up == instances.len() {
@@ -43,7 +48,11 @@ async fn health(State(st): State<HttpState>) -> impl IntoResponse {
         "down"
     };
     let (running, queued) = st.engine.load();
-    let code = if status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": status,
         "instances": instances,
@@ -56,8 +65,18 @@ async fn health(State(st): State<HttpState>) -> impl IntoResponse {
 async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     let (running, queued) = st.engine.load();
     let mut gauges = vec![
-        ("gateway_turns_running", "Agent turns running now.", vec![], running as f64),
-        ("gateway_messages_queued", "Messages waiting behind a running turn.", vec![], queued as f64),
+        (
+            "gateway_turns_running",
+            "Agent turns running now.",
+            vec![],
+            running as f64,
+        ),
+        (
+            "gateway_messages_queued",
+            "Messages waiting behind a running turn.",
+            vec![],
+            queued as f64,
+        ),
     ];
     let mut names: Vec<_> = st.shared.instances.values().collect();
     names.sort_by(|a, b| a.name.cmp(&b.name));

@@ -28,27 +28,26 @@ pub fn load(
     env: registry::EnvLookup<'_>,
 ) -> Result<(GatewayConfig, Vec<InstancePlan>), ConfigErrors> {
     let tree = config::load_tree(file)?;
-    let mut errors = Vec::new();
-    let mut cfg = match config::parse_tree(tree) {
-        Ok(cfg) => Some(cfg),
-        Err(ConfigErrors(e)) => {
+    let (mut cfg, mut errors) = config::parse_tree_partial(tree);
+    let agent_parsed = !errors
+        .iter()
+        .any(|e| e.path == "agent" || e.path.starts_with("agent."));
+    registry::apply_kind_env(&mut cfg, registry, env);
+    let plans = match registry::build_instances(&cfg, registry) {
+        Ok(p) => p,
+        Err(e) => {
             errors.extend(e);
-            None
+            Vec::new()
         }
     };
-    let mut plans = Vec::new();
-    if let Some(cfg) = cfg.as_mut() {
-        registry::apply_kind_env(cfg, registry, env);
-        match registry::build_instances(cfg, registry) {
-            Ok(p) => plans = p,
-            Err(e) => errors.extend(e),
-        }
+    if agent_parsed {
         if let Err(e) = agent_bridge::build_backend(&cfg.agent) {
             errors.extend(e.into_iter().map(|e| e.under("agent")));
         }
     }
-    match cfg {
-        Some(cfg) if errors.is_empty() => Ok((cfg, plans)),
-        _ => Err(ConfigErrors(errors)),
+    if errors.is_empty() {
+        Ok((cfg, plans))
+    } else {
+        Err(ConfigErrors(errors))
     }
 }

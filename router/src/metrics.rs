@@ -15,13 +15,28 @@ pub struct Metrics {
 
 /// Help text per metric name.
 const HELP: &[(&str, &str)] = &[
-    ("gateway_messages_in_total", "Inbound messages received from platforms."),
-    ("gateway_messages_blocked_total", "Inbound messages refused by the access policy."),
-    ("gateway_messages_duplicate_total", "Inbound messages dropped as duplicates."),
-    ("gateway_messages_out_total", "Replies and notices delivered to platforms."),
+    (
+        "gateway_messages_in_total",
+        "Inbound messages received from platforms.",
+    ),
+    (
+        "gateway_messages_blocked_total",
+        "Inbound messages refused by the access policy.",
+    ),
+    (
+        "gateway_messages_duplicate_total",
+        "Inbound messages dropped as duplicates.",
+    ),
+    (
+        "gateway_messages_out_total",
+        "Replies and notices delivered to platforms.",
+    ),
     ("gateway_turns_total", "Agent turns finished, by outcome."),
     ("gateway_errors_total", "Errors, by kind."),
-    ("gateway_undelivered_total", "Replies that could not be delivered (kept in the outbox)."),
+    (
+        "gateway_undelivered_total",
+        "Replies that could not be delivered (kept in the outbox).",
+    ),
     ("gateway_commands_total", "Gateway commands answered."),
 ];
 
@@ -86,7 +101,10 @@ mod tests {
         let m = Metrics::default();
         m.inc("gateway_messages_in_total", &[("instance", "a")]);
         m.inc("gateway_messages_in_total", &[("instance", "a")]);
-        m.inc("gateway_turns_total", &[("instance", "a"), ("outcome", "completed")]);
+        m.inc(
+            "gateway_turns_total",
+            &[("instance", "a"), ("outcome", "completed")],
+        );
         let text = m.render(&[("gateway_turns_running", "Turns running.", vec![], 2.0)]);
         assert!(text.contains("# TYPE gateway_messages_in_total counter"));
         assert!(text.contains("gateway_messages_in_total{instance=\"a\"} 2\n"));

@@ -59,7 +59,9 @@ pub struct InstancePlan {
 
 impl std::fmt::Debug for InstancePlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstancePlan").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("InstancePlan")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +102,12 @@ pub fn apply_kind_env(cfg: &mut GatewayConfig, registry: &Registry, env: EnvLook
             None if has_required => {
                 cfg.platforms.insert(
                     kind.to_string(),
-                    PlatformEntry { kind: None, enabled: None, home_channel: None, extra: found },
+                    PlatformEntry {
+                        kind: None,
+                        enabled: None,
+                        home_channel: None,
+                        extra: found,
+                    },
                 );
             }
             None => {}
@@ -119,13 +126,27 @@ pub fn build_instances(
     let mut claimed: HashMap<Resource, String> = HashMap::new();
     for (name, entry) in &cfg.platforms {
         let path = format!("platforms.{name}");
-        if entry.enabled == Some(false) {
-            continue;
-        }
         let kind = entry.kind.clone().unwrap_or_else(|| name.clone());
+        // Policy keys are checked even when the kind is unknown, so one run reports both.
+        let mut extra = entry.extra.clone();
+        let access = match AccessConfig::from_extra(&mut extra) {
+            Ok(a) => Some(a),
+            Err(errs) => {
+                errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.extra"))));
+                None
+            }
+        };
         let Some(factory) = registry.get(&kind) else {
-            let known = registry.factories().map(|f| f.kind()).collect::<Vec<_>>().join(", ");
-            let at = if entry.kind.is_some() { format!("{path}.type") } else { path.clone() };
+            let known = registry
+                .factories()
+                .map(|f| f.kind())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let at = if entry.kind.is_some() {
+                format!("{path}.type")
+            } else {
+                path.clone()
+            };
             errors.push(ConfigError::new(
                 at,
                 format!("unknown platform kind `{kind}`; registered kinds: {known} (set `type:` for a named instance)"),
@@ -137,16 +158,12 @@ pub fn build_instances(
                 errors.push(ConfigError::new(format!("{path}.home_channel"), e));
             }
         }
-        let mut extra = entry.extra.clone();
-        let access = match AccessConfig::from_extra(&mut extra) {
-            Ok(a) => Some(a),
-            Err(errs) => {
-                errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.extra"))));
-                None
-            }
-        };
         let extra = Value::Object(extra);
-        for res in factory.resources(&extra) {
+        for res in factory
+            .resources(&extra)
+            .into_iter()
+            .filter(|_| entry.enabled != Some(false))
+        {
             if let Some(other) = claimed.get(&res) {
                 let Resource::ListenPort(addr) = &res;
                 errors.push(ConfigError::new(
@@ -164,11 +181,17 @@ pub fn build_instances(
             data_dir: cfg.gateway.data_dir.clone(),
         };
         match factory.build(&spec, extra) {
-            Ok(adapter) => {
+            // Disabled instances are validated like the others, then left out.
+            Ok(adapter) if entry.enabled != Some(false) => {
                 if let Some(access) = access {
-                    plans.push(InstancePlan { spec, access, adapter });
+                    plans.push(InstancePlan {
+                        spec,
+                        access,
+                        adapter,
+                    });
                 }
             }
+            Ok(_) => {}
             Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.extra")))),
         }
     }

@@ -41,7 +41,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("instances", &self.shared.instances.keys()).finish()
+        f.debug_struct("Gateway")
+            .field("instances", &self.shared.instances.keys())
+            .finish()
     }
 }
 
@@ -82,10 +84,17 @@ impl Gateway {
             tasks: TaskTracker::new(),
             pairing_notified: Mutex::new(HashMap::new()),
         });
-        let engine =
-            SessionEngine::new(config.sessions.clone(), Arc::new(TurnRunner::new(shared.clone())));
+        let engine = SessionEngine::new(
+            config.sessions.clone(),
+            Arc::new(TurnRunner::new(shared.clone())),
+        );
         let dispatcher = Dispatcher::new(shared.clone(), engine.clone());
-        Self { config, shared, engine, dispatcher }
+        Self {
+            config,
+            shared,
+            engine,
+            dispatcher,
+        }
     }
 
     /// Warns loudly for every instance whose DM or group policy is `open`.
@@ -115,13 +124,22 @@ impl Gateway {
 
     /// Health of every instance.
     pub fn health(&self) -> Vec<gateway_core::health::InstanceHealth> {
-        self.shared.instances.values().map(|i| i.health.snapshot()).collect()
+        self.shared
+            .instances
+            .values()
+            .map(|i| i.health.snapshot())
+            .collect()
     }
 
     /// Runs until `shutdown` is cancelled, then drains and returns. `listener` serves `/health`
     /// and `/metrics` when given (tests pass one bound to port 0; `gateway chat` passes none).
     pub async fn run(self, listener: Option<TcpListener>, shutdown: CancellationToken) {
-        let Gateway { config, shared, engine, dispatcher } = self;
+        let Gateway {
+            config,
+            shared,
+            engine,
+            dispatcher,
+        } = self;
         // Adapters keep running while turns drain, so they get their own token, cancelled last.
         let adapters_stop = CancellationToken::new();
         let supervisors = TaskTracker::new();
@@ -132,13 +150,21 @@ impl Gateway {
         match shared.store.inbox_pending().await {
             Ok(entries) => {
                 for e in entries {
-                    resume.entry(e.message.instance.clone()).or_default().push(e.message);
+                    resume
+                        .entry(e.message.instance.clone())
+                        .or_default()
+                        .push(e.message);
                 }
             }
-            Err(e) => error!(error = %e, "Could not read the inbox; unfinished messages will not resume."),
+            Err(e) => {
+                error!(error = %e, "Could not read the inbox; unfinished messages will not resume.")
+            }
         }
 
-        let http_state = HttpState { shared: shared.clone(), engine: engine.clone() };
+        let http_state = HttpState {
+            shared: shared.clone(),
+            engine: engine.clone(),
+        };
         let http_stop = CancellationToken::new();
         let http = {
             let stop = http_stop.clone();
@@ -187,14 +213,20 @@ impl Gateway {
         let deadline = Duration::from_secs(config.gateway.drain_timeout_secs);
         let left = engine.drain(deadline, Duration::from_secs(5)).await;
         if !left.is_empty() {
-            info!(count = left.len(), "Queued messages kept for after the restart.");
+            info!(
+                count = left.len(),
+                "Queued messages kept for after the restart."
+            );
         }
         shared.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await;
 
         adapters_stop.cancel();
         for inst in shared.instances.values() {
-            if tokio::time::timeout(Duration::from_secs(10), inst.adapter.disconnect()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), inst.adapter.disconnect())
+                .await
+                .is_err()
+            {
                 warn!(instance = %inst.name, "Adapter did not disconnect in time.");
             }
             inst.health.set_state(InstanceState::Stopped);
@@ -221,7 +253,9 @@ async fn supervise(
     pending: Vec<InboundMessage>,
     stop: CancellationToken,
 ) {
-    let Some(inst) = shared.instance(&name) else { return };
+    let Some(inst) = shared.instance(&name) else {
+        return;
+    };
     let mut attempt = 0usize;
     loop {
         let result = tokio::select! {
@@ -240,13 +274,18 @@ async fn supervise(
                 let delay = START_BACKOFF[attempt.min(START_BACKOFF.len() - 1)];
                 attempt += 1;
                 match &e {
-                    AdapterError::Auth { hint, .. } => {
-                        inst.health.set_state(InstanceState::AuthFailed { hint: hint.clone() })
-                    }
-                    other => inst.health.set_state(InstanceState::Failed { error: other.to_string() }),
+                    AdapterError::Auth { hint, .. } => inst
+                        .health
+                        .set_state(InstanceState::AuthFailed { hint: hint.clone() }),
+                    other => inst.health.set_state(InstanceState::Failed {
+                        error: other.to_string(),
+                    }),
                 }
                 inst.health.error(e.to_string());
-                shared.metrics.inc("gateway_errors_total", &[("instance", &name), ("kind", e.kind())]);
+                shared.metrics.inc(
+                    "gateway_errors_total",
+                    &[("instance", &name), ("kind", e.kind())],
+                );
                 error!(instance = %name, error = %e, retry_in_secs = delay, "Platform instance failed to start.");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(delay)) => {}
@@ -280,14 +319,22 @@ async fn outbox_loop(shared: Arc<Shared>, every: Duration, stop: CancellationTok
             }
         };
         for entry in entries.into_iter().filter(|e| e.attempts < MAX_ATTEMPTS) {
-            let Some(inst) = shared.instance(&entry.instance) else { continue };
+            let Some(inst) = shared.instance(&entry.instance) else {
+                continue;
+            };
             if !inst.health.snapshot().state.is_up() {
                 continue;
             }
-            match inst.adapter.send(&entry.target, &OutboundMessage::markdown(&entry.text)).await {
+            match inst
+                .adapter
+                .send(&entry.target, &OutboundMessage::markdown(&entry.text))
+                .await
+            {
                 Ok(()) => {
                     info!(instance = %inst.name, "Delivered a reply from the outbox.");
-                    shared.metrics.inc("gateway_messages_out_total", &[("instance", &inst.name)]);
+                    shared
+                        .metrics
+                        .inc("gateway_messages_out_total", &[("instance", &inst.name)]);
                     let _ = shared.store.outbox_done(entry.id).await;
                 }
                 Err(e) => {

@@ -36,7 +36,10 @@ pub struct Instance {
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance").field("name", &self.name).field("kind", &self.kind).finish()
+        f.debug_struct("Instance")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -64,7 +67,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("instances", &self.instances.keys()).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("instances", &self.instances.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +114,10 @@ impl Shared {
 
     /// True when `user` on `instance` should be told (again) that pairing is unavailable.
     pub fn should_notify_pairing(&self, instance: &str, user: &str) -> bool {
-        let mut m = self.pairing_notified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self
+            .pairing_notified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let now = tokio::time::Instant::now();
         if m.len() >= PAIRING_NOTICE_CAP {
             m.retain(|_, t| now.duration_since(*t) < PAIRING_NOTICE_WINDOW);

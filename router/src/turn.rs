@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use gateway_core::session::{new_session_id, CancelReason, TurnCancel, TurnHandler, TurnJob};
 use gateway_core::store::{HistoryEntry, InboxEntry, OutboxEntry, Role, SessionRecord};
-use gateway_core::{
-    AdapterError, InboundMessage, OutboundMessage, ReplySink, Target, TurnOutcome,
-};
+use gateway_core::{AdapterError, InboundMessage, OutboundMessage, ReplySink, Target, TurnOutcome};
 use tracing::{debug, info, warn};
 
 use crate::shared::{Instance, Shared};
@@ -45,7 +43,12 @@ fn history_text(msg: &InboundMessage) -> String {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&format!("[{} {} {} bytes]", a.kind.as_str(), a.name, a.size));
+        text.push_str(&format!(
+            "[{} {} {} bytes]",
+            a.kind.as_str(),
+            a.name,
+            a.size
+        ));
     }
     text
 }
@@ -190,13 +193,16 @@ impl TurnRunner {
             Some(sink) => sink.finish(text, outcome).await,
             None => {
                 let target = Target::from_chat(&msg.chat);
-                inst.adapter.send(&target, &OutboundMessage::markdown(text)).await
+                inst.adapter
+                    .send(&target, &OutboundMessage::markdown(text))
+                    .await
             }
         };
         match result {
-            Ok(()) => {
-                self.shared.metrics.inc("gateway_messages_out_total", &[("instance", &inst.name)])
-            }
+            Ok(()) => self
+                .shared
+                .metrics
+                .inc("gateway_messages_out_total", &[("instance", &inst.name)]),
             Err(e) => self.record_undelivered(inst, msg, text, &e).await,
         }
     }
@@ -209,7 +215,9 @@ impl TurnRunner {
         error: &AdapterError,
     ) {
         warn!(instance = %inst.name, error = %error, "Reply undelivered; kept in the outbox for retry.");
-        self.shared.metrics.inc("gateway_undelivered_total", &[("instance", &inst.name)]);
+        self.shared
+            .metrics
+            .inc("gateway_undelivered_total", &[("instance", &inst.name)]);
         inst.health.undelivered();
         inst.health.error(format!("reply undelivered: {error}"));
         let entry = OutboxEntry {
@@ -275,37 +283,65 @@ impl TurnHandler for TurnRunner {
         let (outcome, label) = match &end {
             AgentEnd::Completed => (TurnOutcome::Completed, "completed"),
             AgentEnd::Failed(e) => {
-                shared.metrics.inc("gateway_errors_total", &[("instance", &inst.name), ("kind", e.kind())]);
+                shared.metrics.inc(
+                    "gateway_errors_total",
+                    &[("instance", &inst.name), ("kind", e.kind())],
+                );
                 warn!(instance = %inst.name, error = %e, "Agent turn failed.");
                 (TurnOutcome::Failed, "failed")
             }
             AgentEnd::Cancelled(CancelReason::Shutdown) => (TurnOutcome::ShuttingDown, "shutdown"),
             AgentEnd::Cancelled(_) => (TurnOutcome::Stopped, "stopped"),
         };
-        shared.metrics.inc("gateway_turns_total", &[("instance", &inst.name), ("outcome", label)]);
+        shared.metrics.inc(
+            "gateway_turns_total",
+            &[("instance", &inst.name), ("outcome", label)],
+        );
         let text = final_text(&partial, &end);
         self.deliver(inst, &msg, sink, &text, outcome).await;
 
         // History: the user's message always; the answer when there is one.
         let now = shared.clock.now();
-        let mut lines = vec![HistoryEntry { role: Role::User, text: history_text(&msg), at: now }];
+        let mut lines = vec![HistoryEntry {
+            role: Role::User,
+            text: history_text(&msg),
+            at: now,
+        }];
         if !partial.trim().is_empty() {
-            lines.push(HistoryEntry { role: Role::Assistant, text: partial, at: now });
+            lines.push(HistoryEntry {
+                role: Role::Assistant,
+                text: partial,
+                at: now,
+            });
         }
         let cap = shared.sessions.history_cap;
-        if let Err(e) = shared.store.history_append(&record.session_id, &lines, cap).await {
+        if let Err(e) = shared
+            .store
+            .history_append(&record.session_id, &lines, cap)
+            .await
+        {
             warn!(error = %e, "Could not append history.");
         }
         record.updated_at = now;
         // `/new` during this turn deleted the session: do not resurrect it.
         if !matches!(end, AgentEnd::Cancelled(CancelReason::UserStop))
-            || shared.store.session_get(&job.key).await.ok().flatten().is_some()
+            || shared
+                .store
+                .session_get(&job.key)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
         {
             if let Err(e) = shared.store.session_put(&record).await {
                 warn!(error = %e, "Could not save the session.");
             }
         }
-        if let Err(e) = shared.store.inbox_done(&InboxEntry::id_for(&msg), now).await {
+        if let Err(e) = shared
+            .store
+            .inbox_done(&InboxEntry::id_for(&msg), now)
+            .await
+        {
             warn!(error = %e, "Could not close the inbox entry; the turn may repeat after a restart.");
         }
     }
@@ -323,7 +359,10 @@ mod tests {
         assert!(stopped.starts_with("partial\n\n") && stopped.contains("Stopped"));
         let cut = final_text("", &AgentEnd::Cancelled(CancelReason::Shutdown));
         assert!(cut.contains("restarting"));
-        let failed = final_text("", &AgentEnd::Failed(AgentError::Timeout(Duration::from_secs(5))));
+        let failed = final_text(
+            "",
+            &AgentEnd::Failed(AgentError::Timeout(Duration::from_secs(5))),
+        );
         assert!(failed.starts_with("⚠️"));
     }
 }

@@ -31,7 +31,13 @@ pub async fn chat(file: Option<&Path>, once: Option<String>) -> anyhow::Result<E
         router::GatewayConfig::default()
     };
     let agent = agent_bridge::build_backend(&cfg.agent).map_err(|e| {
-        anyhow::anyhow!("agent: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        anyhow::anyhow!(
+            "agent: {}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })?;
     let store = open_store(&cfg.gateway.data_dir)?;
     let (tx, mut rx) = mpsc::channel(64);
@@ -57,7 +63,10 @@ pub async fn chat(file: Option<&Path>, once: Option<String>) -> anyhow::Result<E
         seq += 1;
         let msg = InboundMessage {
             instance: INSTANCE.into(),
-            message_id: format!("{}-{seq}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+            message_id: format!(
+                "{}-{seq}",
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
             sender: Sender::new(user.clone()),
             chat: ChatAddress::dm(user.clone()),
             content: Content::Text { text },
@@ -92,7 +101,9 @@ pub async fn chat(file: Option<&Path>, once: Option<String>) -> anyhow::Result<E
     loop {
         eprint!("> ");
         let _ = std::io::stderr().flush();
-        let Some(line) = lines.next_line().await? else { break };
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -31,8 +31,12 @@ pub fn load_config(
 ) -> Result<(router::GatewayConfig, Vec<router::InstancePlan>), ConfigFailure> {
     let path = router::config::find_config_file(file).map_err(|e| ConfigFailure(vec![e]))?;
     tracing::debug!(path = %path.display(), "Loading config.");
-    router::load(Some(&path), &crate::registry(), &router::registry::process_env)
-        .map_err(|e| ConfigFailure(e.0))
+    router::load(
+        Some(&path),
+        &crate::registry(),
+        &router::registry::process_env,
+    )
+    .map_err(|e| ConfigFailure(e.0))
 }
 
 /// Config problems, printed one per line by [`ConfigFailure::report`].

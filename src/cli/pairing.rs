@@ -57,7 +57,10 @@ pub async fn pairing(file: Option<&Path>, action: PairingAction) -> anyhow::Resu
                         p.instance,
                         p.request_id,
                         p.user_id,
-                        p.user_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                        p.user_name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default(),
                         p.expires_at.format("%H:%M UTC")
                     );
                 }
@@ -71,7 +74,10 @@ pub async fn pairing(file: Option<&Path>, action: PairingAction) -> anyhow::Resu
                         "  {:<12} user {}{}  since {}",
                         a.instance,
                         a.user_id,
-                        a.user_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                        a.user_name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default(),
                         a.approved_at.format("%Y-%m-%d %H:%M UTC")
                     );
                 }
@@ -80,7 +86,10 @@ pub async fn pairing(file: Option<&Path>, action: PairingAction) -> anyhow::Resu
         }
         PairingAction::Approve { instance, code } => match engine.approve(&instance, &code).await {
             Ok(u) => {
-                println!("Approved {} on {}; their next message reaches the agent.", u.user_id, u.instance);
+                println!(
+                    "Approved {} on {}; their next message reaches the agent.",
+                    u.user_id, u.instance
+                );
                 ExitCode::SUCCESS
             }
             Err(e @ (ApproveError::NoMatch { .. } | ApproveError::LockedOut { .. })) => {

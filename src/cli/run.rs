@@ -16,8 +16,15 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(f) => return Ok(f.report()),
     };
-    let agent = agent_bridge::build_backend(&cfg.agent)
-        .map_err(|e| anyhow::anyhow!("agent: {}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+    let agent = agent_bridge::build_backend(&cfg.agent).map_err(|e| {
+        anyhow::anyhow!(
+            "agent: {}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
     let store = open_store(&cfg.gateway.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen)
         .await
@@ -39,9 +46,10 @@ async fn signal_watch(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("Cannot install signal handlers; stop the gateway with SIGKILL.");
             return;
         };
@@ -64,10 +72,21 @@ pub fn check(file: Option<&Path>) -> anyhow::Result<ExitCode> {
             println!(
                 "Configuration OK: {} platform instance(s) enabled{}, agent backend `{}`.",
                 plans.len(),
-                if plans.is_empty() { String::new() } else {
-                    format!(" ({})", plans.iter().map(|p| format!("{} [{}]", p.spec.name, p.spec.kind)).collect::<Vec<_>>().join(", "))
+                if plans.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        plans
+                            .iter()
+                            .map(|p| format!("{} [{}]", p.spec.name, p.spec.kind))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 },
-                agent_bridge::build_backend(&cfg.agent).map(|b| b.name().to_string()).unwrap_or_default()
+                agent_bridge::build_backend(&cfg.agent)
+                    .map(|b| b.name().to_string())
+                    .unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -96,9 +115,21 @@ pub fn platforms() -> anyhow::Result<ExitCode> {
             if let Some(d) = k.default {
                 notes.push(format!("default {d}"));
             }
-            println!("  {:<24} {}{}", k.name, k.doc, if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) });
+            println!(
+                "  {:<24} {}{}",
+                k.name,
+                k.doc,
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join(", "))
+                }
+            );
         }
-        println!("  access policy keys: {}", gateway_core::policy::POLICY_KEYS.join(", "));
+        println!(
+            "  access policy keys: {}",
+            gateway_core::policy::POLICY_KEYS.join(", ")
+        );
         for (env, key) in f.policy_env() {
             println!("    {key} also from env {env}");
         }

@@ -1,0 +1,248 @@
+//! The real `gateway` binary: `check` on the example and on broken configs, `chat --once` with the
+//! echo default and with an OpenAI-compatible fake, `run` serving /health and /metrics and
+//! stopping on SIGTERM, and no secret from the config in any log line at trace level.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::routing::post;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gateway");
+
+/// A command for the binary, isolated from the developer's environment and config files.
+fn gateway(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+    let out = gateway(dir.path())
+        .args(["check", "-c"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("Configuration OK"));
+}
+
+#[test]
+fn check_reports_every_problem_with_its_key_path_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions:\n  busy_mod: queue\nagent:\n  backend: echo\n  dely_ms: 5\nplatforms:\n  mystery:\n    extra:\n      dm_policy: sometimes\n      group_policy: pairing\n",
+    )
+    .unwrap();
+    let out = gateway(dir.path())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for path in [
+        "sessions.busy_mod",
+        "agent.dely_ms",
+        "platforms.mystery:",
+        "platforms.mystery.extra.dm_policy",
+        "platforms.mystery.extra.group_policy",
+    ] {
+        assert!(err.contains(path), "missing {path:?} in:\n{err}");
+    }
+    assert!(err.contains("unknown platform kind `mystery`"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_suggests_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gateway(dir.path()).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("gateway setup"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn chat_once_answers_with_the_echo_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gateway(dir.path())
+        .args(["chat", "--once", "hello"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "echo: hello\n");
+}
+
+/// A fake OpenAI-compatible server that streams "Hello from the fake" and records the
+/// Authorization header it saw.
+async fn fake_openai() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |headers: axum::http::HeaderMap| {
+            let s = s.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                s.lock().unwrap().push(auth);
+                let mut body = String::new();
+                for piece in ["Hello", " from", " the fake"] {
+                    body.push_str(&format!(
+                        "data: {}\n\n",
+                        serde_json::json!({"choices":[{"delta":{"content":piece}}]})
+                    ));
+                }
+                body.push_str("data: [DONE]\n\n");
+                ([("content-type", "text/event-stream")], body).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+const SECRET_KEY: &str = "sk-test-SECRET-4f1c9d2e7a";
+const SECRET_HEADER: &str = "hdr-SECRET-b8e7d6c5";
+
+#[tokio::test]
+async fn chat_once_streams_from_an_openai_backend_and_logs_no_secret() {
+    let (addr, seen) = fake_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent:\n  backend: openai\n  base_url: http://{addr}/v1\n  model: test-model\n  api_key_env: TEST_OPENAI_KEY\n  headers:\n    X-Extra: {SECRET_HEADER}\n"
+        ),
+    )
+    .unwrap();
+    let out: Output = tokio::task::spawn_blocking(move || {
+        gateway(dir.path())
+            .args(["chat", "--once", "hi", "-c"])
+            .arg(&cfg)
+            .env("TEST_OPENAI_KEY", SECRET_KEY)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello from the fake\n");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [format!("Bearer {SECRET_KEY}")]
+    );
+    let logs = text(&out.stderr);
+    assert!(
+        logs.lines().count() > 5,
+        "expected trace logs, got:\n{logs}"
+    );
+    for secret in [SECRET_KEY, SECRET_HEADER] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret} leaked into the logs:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_serves_health_and_metrics_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway:\n  listen: 127.0.0.1:{port}\nagent:\n  backend: http\n  url: http://127.0.0.1:9/turn\n  headers:\n    Authorization: Bearer {SECRET_HEADER}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = gateway(dir.path())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("{url}/health")).await {
+            health = Some((r.status().as_u16(), r.text().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = health.expect("/health never answered");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("# TYPE gateway_turns_running gauge"),
+        "{metrics}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.stdin.take();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    let logs = text(&out.stderr);
+    assert!(logs.contains("Stopped."), "{logs}");
+    assert!(!logs.contains(SECRET_HEADER), "secret leaked:\n{logs}");
+}
