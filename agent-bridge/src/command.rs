@@ -331,11 +331,12 @@ impl Inner {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let out: OutLine = serde_json::from_slice(&line).map_err(|_| {
+            let out: OutLine = serde_json::from_slice(&line).map_err(|e| {
+                // The line may hold answer text: it goes to the debug log only, not the error.
                 let text = String::from_utf8_lossy(&line);
+                debug!(backend = "command", line = %shorten(&text, 200), "Unreadable program output.");
                 fail(AgentError::Process(format!(
-                    "the program printed a line that is not the JSON line protocol: {:?}",
-                    shorten(&text, 80)
+                    "the program printed a line that is not the JSON line protocol ({e})"
                 )))
             })?;
             if out.turn_id.as_deref().is_some_and(|id| id != turn_id) {
