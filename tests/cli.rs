@@ -246,3 +246,44 @@ async fn run_serves_health_and_metrics_and_stops_on_sigterm() {
     assert!(logs.contains("Stopped."), "{logs}");
     assert!(!logs.contains(SECRET_HEADER), "secret leaked:\n{logs}");
 }
+
+#[test]
+fn sessions_and_pairing_commands_work_on_the_state_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        gateway(dir.path())
+            .env("USER", "tester")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["chat", "--once", "remember me"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(&["sessions", "list"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("console:dm:tester"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["sessions", "reset", "console:dm:tester"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["sessions", "reset", "console:dm:tester"]);
+    assert_eq!(out.status.code(), Some(1), "a second reset finds nothing");
+
+    let out = run(&["pairing", "list"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("No pending pairing requests."));
+    let out = run(&["pairing", "approve", "wecom", "ABCD2345"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("attempts left"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["pairing", "revoke", "wecom", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["pairing", "clear-pending", "wecom"]);
+    assert!(out.status.success());
+}
