@@ -119,7 +119,17 @@ fn every_post_vector_verifies_decrypts_and_parses() {
             Some(s(&v["inputs"], "corp_id")),
             "{name}"
         );
-        assert!(msg.msg_type().is_some(), "{name}");
+        assert_eq!(msg.agent_id(), Some(s(&v["inputs"], "agent_id")), "{name}");
+        assert!(
+            msg.from_user_name().is_some() && msg.create_time().is_some(),
+            "{name}"
+        );
+        match msg.msg_type() {
+            // Events carry `Event` and no `MsgId`; messages carry a `MsgId`.
+            Some("event") => assert!(msg.event().is_some() && msg.msg_id().is_none(), "{name}"),
+            Some(_) => assert!(msg.msg_id().is_some(), "{name}"),
+            None => panic!("{name}: no MsgType"),
+        }
         if let Some(random) = random16(v) {
             let agent = s(&v["inputs"], "agent_id");
             let signed = c.sign_callback_with_random(&inner, agent, ts, nonce, &random);
@@ -205,7 +215,8 @@ fn published_wechatpy_vectors_reproduce() {
     assert_eq!(parsed.msg_id(), Some("4363689963896700987"));
     assert_eq!(parsed.agent_id(), Some("1"));
 
-    // C: deterministic reply encryption; catches a 16-byte padding block size.
+    // C: deterministic reply encryption. (Its 285-byte plaintext pads by 3 under 16- and
+    // 32-byte blocks alike, so it cannot catch a wrong block size; the tests below can.)
     let plain_c = "<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[test]]></Content>\n<FromUserName><![CDATA[wx49f0ab532d5d035a]]></FromUserName>\n<ToUserName><![CDATA[messense]]></ToUserName>\n<AgentID>1</AgentID>\n<CreateTime>1411525903</CreateTime>\n</xml>";
     let encrypt_c = c.encrypt_with_random(plain_c, b"1234567890123456");
     assert_eq!(encrypt_c, s(p, "C_reply_encrypt"));
@@ -305,6 +316,14 @@ fn tampered_signatures_are_rejected() {
     let other = s(&v["passive_reply"], "encrypt");
     assert_eq!(
         c.verify_and_decrypt(sig, ts, nonce, other),
+        Err(CryptoError::BadSignature)
+    );
+    // A `+` decoded to a space by a form decoder (reference §1.3 gotcha) fails the signature.
+    let uv = &v["url_verification"];
+    let mangled = s(uv, "echostr").replace('+', " ");
+    assert_ne!(mangled, s(uv, "echostr"));
+    assert_eq!(
+        c.verify_url(s(uv, "msg_signature"), ts, nonce, &mangled),
         Err(CryptoError::BadSignature)
     );
     // Uppercase hex is not what WeCom sends; the comparison is exact.
