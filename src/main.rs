@@ -66,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         action: cli::pairing::PairingAction,
     },
+    /// Send a proactive message (through the running gateway when there is one).
+    Send(cli::send::SendArgs),
     /// Inspect and reset conversation sessions.
     Sessions {
         /// Config file (for the data dir).
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
             Command::Check { config } => cli::run::check(config.as_deref()),
             Command::Platforms => cli::run::platforms(),
             Command::Chat { config, once } => cli::chat::chat(config.as_deref(), once).await,
+            Command::Send(args) => cli::send::send(args).await,
             Command::Pairing { config, action } => {
                 cli::pairing::pairing(config.as_deref(), action).await
             }

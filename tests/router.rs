@@ -46,7 +46,10 @@ async fn a_failing_instance_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let good = FakePlatform::start().await;
     // Nothing listens here: connect fails and the supervisor retries with backoff.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let yaml = format!(
         "platforms:\n{}{}",
         platform_yaml("good", &good.addr.to_string(), ""),
@@ -58,19 +61,34 @@ async fn a_failing_instance_does_not_stop_the_others() {
     assert_eq!(good.final_text("x").await, "echo: still here?");
 
     let (status, body) = gw.get("/health").await;
-    assert_eq!(status, 503, "one instance down must show as degraded: {body}");
+    assert_eq!(
+        status, 503,
+        "one instance down must show as degraded: {body}"
+    );
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "degraded");
     let inst = |n: &str| {
-        health["instances"].as_array().unwrap().iter().find(|i| i["instance"] == n).unwrap().clone()
+        health["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["instance"] == n)
+            .unwrap()
+            .clone()
     };
     assert_eq!(inst("good")["state"], "connected");
     assert_eq!(inst("broken")["state"], "failed");
-    assert!(inst("broken")["last_error"].as_str().unwrap().contains("connect"));
+    assert!(inst("broken")["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("connect"));
 
     let (status, metrics) = gw.get("/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("gateway_messages_in_total{instance=\"good\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_messages_in_total{instance=\"good\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("gateway_turns_total{instance=\"good\",outcome=\"completed\"} 1"));
     assert!(metrics.contains("gateway_instance_up{instance=\"broken\"} 0"));
     assert!(metrics.contains("gateway_errors_total{instance=\"broken\",kind=\"io\"}"));
@@ -107,7 +125,12 @@ async fn replies_stream_then_finish_once() {
     assert!(!updates.is_empty(), "no streaming update was sent");
     // Updates are cumulative: each extends the previous one.
     for w in updates.windows(2) {
-        assert!(w[1].starts_with(&w[0]), "update {:?} does not extend {:?}", w[1], w[0]);
+        assert!(
+            w[1].starts_with(&w[0]),
+            "update {:?} does not extend {:?}",
+            w[1],
+            w[0]
+        );
     }
     gw.stop().await;
 }
@@ -138,7 +161,11 @@ async fn busy_sessions_queue_and_overflow_with_notices() {
     let q2 = p.finals("q2", 2).await;
     assert_eq!(q2[1], "echo: second");
     gw.stop().await;
-    assert_eq!(p.frames_for("final", "q3").len(), 1, "the refused message must not run later");
+    assert_eq!(
+        p.frames_for("final", "q3").len(),
+        1,
+        "the refused message must not run later"
+    );
 }
 
 #[tokio::test]
@@ -152,22 +179,32 @@ async fn stop_and_new_work_mid_turn() {
     let gw = TestGateway::start(dir.path(), &yaml).await;
     p.wait_connections(1).await;
     p.push_dm("long", "erin", "take your time");
-    p.wait_for("start of long", |f| f.iter().any(|v| v["type"] == "start" && v["id"] == "long"))
-        .await;
+    p.wait_for("start of long", |f| {
+        f.iter().any(|v| v["type"] == "start" && v["id"] == "long")
+    })
+    .await;
     p.push_dm("stop", "erin", "/stop");
     let stopped = p.final_text("long").await;
-    assert!(stopped.contains("Stopped"), "the interrupted bubble must be finished: {stopped}");
+    assert!(
+        stopped.contains("Stopped"),
+        "the interrupted bubble must be finished: {stopped}"
+    );
     assert!(p.final_text("stop").await.contains("Stopping"));
 
     p.push_dm("long2", "erin", "again");
-    p.wait_for("start of long2", |f| f.iter().any(|v| v["type"] == "start" && v["id"] == "long2"))
-        .await;
+    p.wait_for("start of long2", |f| {
+        f.iter().any(|v| v["type"] == "start" && v["id"] == "long2")
+    })
+    .await;
     p.push_dm("new", "erin", "/new");
     assert!(p.final_text("long2").await.contains("Stopped"));
     assert!(p.final_text("new").await.contains("new conversation"));
     gw.stop().await;
     let store = open_store(dir.path()).await;
-    assert!(store.session_get("lb:dm:erin").await.unwrap().is_none(), "/new must reset the session");
+    assert!(
+        store.session_get("lb:dm:erin").await.unwrap().is_none(),
+        "/new must reset the session"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +218,10 @@ async fn interrupt_mode_finishes_the_old_bubble_and_answers_the_new_message() {
     let gw = TestGateway::start(dir.path(), &yaml).await;
     p.wait_connections(1).await;
     p.push_dm("i1", "fay", "first question");
-    p.wait_for("start", |f| f.iter().any(|v| v["type"] == "start" && v["id"] == "i1")).await;
+    p.wait_for("start", |f| {
+        f.iter().any(|v| v["type"] == "start" && v["id"] == "i1")
+    })
+    .await;
     p.push_dm("i2", "fay", "second");
     assert!(p.final_text("i1").await.contains("Interrupted"));
     assert_eq!(p.final_text("i2").await, "echo: second");
@@ -193,7 +233,10 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
     let dir = tempfile::tempdir().unwrap();
     let p = FakePlatform::start().await;
     let extra = "      dm_policy: pairing\n      allow_from: [\"wecom:user:Boss\"]\n      group_policy: allowlist\n      group_allow_from: [\"group:Team\"]\n      groups:\n        team:\n          allow_from: [\"alice\"]\n";
-    let yaml = format!("platforms:\n{}", platform_yaml("lb", &p.addr.to_string(), extra));
+    let yaml = format!(
+        "platforms:\n{}",
+        platform_yaml("lb", &p.addr.to_string(), extra)
+    );
     let gw = TestGateway::start(dir.path(), &yaml).await;
     p.wait_connections(1).await;
 
@@ -216,8 +259,15 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
     assert!(notice.contains("pairing code"), "{notice}");
     let code: String = notice
         .split_whitespace()
-        .find(|w| w.len() >= 8 && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
+        .find(|w| {
+            w.len() >= 8
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
         .expect("no code in the notice");
 
     // The operator approves from another handle on the same database (as the CLI does).
@@ -228,14 +278,20 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
     p.push_dm("u2", "newbie", "now?");
     assert_eq!(p.final_text("u2").await, "echo: now?");
     gw.stop().await;
-    assert_eq!(p.frames_for("final", "g2").len() + p.frames_for("final", "g3").len(), 0);
+    assert_eq!(
+        p.frames_for("final", "g2").len() + p.frames_for("final", "g3").len(),
+        0
+    );
 }
 
 #[tokio::test]
 async fn commands_are_answered_by_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let p = FakePlatform::start().await;
-    let yaml = format!("platforms:\n{}", platform_yaml("lb", &p.addr.to_string(), ""));
+    let yaml = format!(
+        "platforms:\n{}",
+        platform_yaml("lb", &p.addr.to_string(), "")
+    );
     let gw = TestGateway::start(dir.path(), &yaml).await;
     p.wait_connections(1).await;
     p.push_dm("h", "gus", "/help");
@@ -245,7 +301,10 @@ async fn commands_are_answered_by_the_gateway() {
     p.push_group("gs", "room", "gus", "@bot /status");
     assert!(p.final_text("gs").await.starts_with("Status:"));
     p.push_dm("u", "gus", "/unknown stays with the agent");
-    assert_eq!(p.final_text("u").await, "echo: /unknown stays with the agent");
+    assert_eq!(
+        p.final_text("u").await,
+        "echo: /unknown stays with the agent"
+    );
     gw.stop().await;
 }
 
@@ -263,8 +322,13 @@ async fn duplicates_run_once_and_history_survives_a_restart_capped() {
     p.final_text("d1").await;
     p.push_dm("d1", "hal", "one");
     assert_eq!(p.ack("d1").await, "Accepted");
-    p.wait_for("second ack", |f| f.iter().filter(|v| v["type"] == "ack" && v["id"] == "d1").count() == 2)
-        .await;
+    p.wait_for("second ack", |f| {
+        f.iter()
+            .filter(|v| v["type"] == "ack" && v["id"] == "d1")
+            .count()
+            == 2
+    })
+    .await;
     let acks = p.frames_for("ack", "d1");
     assert_eq!(acks[1]["admission"], "Duplicate");
     gw.stop().await;
@@ -286,9 +350,77 @@ async fn duplicates_run_once_and_history_survives_a_restart_capped() {
     }
     gw.stop().await;
     let store = open_store(dir.path()).await;
-    let session = store.session_get("lb:dm:hal").await.unwrap().expect("session persisted");
+    let session = store
+        .session_get("lb:dm:hal")
+        .await
+        .unwrap()
+        .expect("session persisted");
     assert_eq!(session.turns, 4);
     let history = store.history_load(&session.session_id, 100).await.unwrap();
     let texts: Vec<&str> = history.iter().map(|h| h.text.as_str()).collect();
-    assert_eq!(texts, ["msg 3", "echo: msg 3", "msg 4", "echo: msg 4"], "capped to the newest 4");
+    assert_eq!(
+        texts,
+        ["msg 3", "echo: msg 3", "msg 4", "echo: msg 4"],
+        "capped to the newest 4"
+    );
+}
+
+#[tokio::test]
+async fn admin_send_goes_through_the_running_gateway_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = FakePlatform::start().await;
+    let yaml = format!(
+        "platforms:\n{}",
+        platform_yaml("lb", &p.addr.to_string(), "")
+    );
+    let gw = TestGateway::start(dir.path(), &yaml).await;
+    p.wait_connections(1).await;
+    let admin_path = dir.path().join("data/admin.json");
+    let info = router::admin::AdminInfo::read(&dir.path().join("data")).expect("admin file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&admin_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the admin token must be private");
+    }
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/admin/send", gw.http);
+    let body = serde_json::json!({"platform": "lb", "to": "user:kim", "text": "cron says hi"});
+    let denied = client
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let ok = client
+        .post(&url)
+        .bearer_auth(&info.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let frames = p
+        .wait_for("proactive send", |f| f.iter().any(|v| v["type"] == "send"))
+        .await;
+    let sent = frames.iter().find(|v| v["type"] == "send").unwrap();
+    assert_eq!(sent["target"], "user:kim");
+    assert_eq!(sent["text"], "cron says hi");
+    let unknown = serde_json::json!({"platform": "nope", "to": "kim", "text": "x"});
+    let r = client
+        .post(&url)
+        .bearer_auth(&info.token)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(p.frames().iter().filter(|v| v["type"] == "send").count(), 1);
+    gw.stop().await;
+    assert!(
+        !admin_path.exists(),
+        "the admin file is removed at shutdown"
+    );
 }

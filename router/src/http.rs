@@ -1,5 +1,5 @@
 //! The gateway's own HTTP listener (`gateway.listen`): `GET /health` (JSON) and `GET /metrics`
-//! (Prometheus text).
+//! (Prometheus text), and the local admin endpoint `POST /admin/send` (see `admin.rs`).
 
 use std::sync::Arc;
 
@@ -20,6 +20,8 @@ pub struct HttpState {
     pub shared: Arc<Shared>,
     /// The session engine (for load gauges).
     pub engine: SessionEngine,
+    /// Bearer token of `/admin/*` (see `admin.rs`).
+    pub admin_token: Arc<String>,
 }
 
 /// The router of the health/metrics listener.
@@ -27,6 +29,7 @@ pub fn app(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/admin/send", axum::routing::post(crate::admin::send))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@
 //! The binary uses it in three steps: [`load`] (file + environment → validated config and built
 //! adapters, every problem reported at once), [`Gateway::new`], then [`Gateway::run`].
 
+pub mod admin;
 pub mod config;
 pub mod dispatch;
 pub mod http;

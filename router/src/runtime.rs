@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::admin::AdminInfo;
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::http::{app, HttpState};
@@ -161,9 +162,22 @@ impl Gateway {
             }
         }
 
+        // Publish the admin token for `gateway send` (only when there is a listener).
+        let admin = listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|addr| AdminInfo::generate(addr.to_string()));
+        let admin_file = admin.as_ref().and_then(|a| match a.write(&config.gateway.data_dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(error = %e, "Could not write the admin file; `gateway send` will connect on its own.");
+                None
+            }
+        });
         let http_state = HttpState {
             shared: shared.clone(),
             engine: engine.clone(),
+            admin_token: Arc::new(admin.map(|a| a.token).unwrap_or_default()),
         };
         let http_stop = CancellationToken::new();
         let http = {
@@ -236,6 +250,9 @@ impl Gateway {
         outbox.abort();
         http_stop.cancel();
         let _ = http.await;
+        if let Some(p) = admin_file {
+            let _ = std::fs::remove_file(p);
+        }
         if let Err(e) = shared.store.close().await {
             warn!(error = %e, "Store did not close cleanly.");
         }

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod pairing;
 pub mod run;
+pub mod send;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
