@@ -92,22 +92,35 @@ async fn a_turn_acknowledged_before_a_crash_runs_once_after_restart() {
     assert_eq!(p.ack("c1").await, "Accepted");
     child.kill().unwrap(); // SIGKILL: no drain, no cleanup.
     child.wait().unwrap();
-    assert!(p.frames_for("final", "c1").is_empty(), "the turn finished before the kill");
+    assert!(
+        p.frames_for("final", "c1").is_empty(),
+        "the turn finished before the kill"
+    );
 
     let mut child = spawn_child(&config);
     p.wait_connections(2).await;
     assert_eq!(p.final_text("c1").await, "echo: survive this");
     // Stop cleanly, then make sure nothing ran twice.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(wait_exit(&mut child).await.success());
-    assert_eq!(p.frames_for("final", "c1").len(), 1, "reply sent more than once");
+    assert_eq!(
+        p.frames_for("final", "c1").len(),
+        1,
+        "reply sent more than once"
+    );
 
     // A third start finds nothing left to resume.
     let mut child = spawn_child(&config);
     p.wait_connections(3).await;
     p.push_dm("probe", "ivy", "ping");
     p.final_text("probe").await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(wait_exit(&mut child).await.success());
     assert_eq!(p.frames_for("final", "c1").len(), 1);
 }
@@ -120,8 +133,14 @@ async fn sigterm_drains_an_in_flight_turn_and_exits_zero() {
     let mut child = spawn_child(&config);
     p.wait_connections(1).await;
     p.push_dm("t1", "jo", "finish me");
-    p.wait_for("start", |f| f.iter().any(|v| v["type"] == "start" && v["id"] == "t1")).await;
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    p.wait_for("start", |f| {
+        f.iter().any(|v| v["type"] == "start" && v["id"] == "t1")
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = wait_exit(&mut child).await;
     assert!(status.success(), "exit status {status:?}");
     // The reply was completed, not cut: the drain waited for the turn.

@@ -52,11 +52,18 @@ impl FakePlatform {
         let to_adapter: Arc<Mutex<Option<mpsc::UnboundedSender<String>>>> = Arc::default();
         let connected = Arc::new(Notify::new());
         let connections = Arc::new(Mutex::new(0));
-        let (f, c, t, n, cc) =
-            (frames.clone(), changed.clone(), to_adapter.clone(), connected.clone(), connections.clone());
+        let (f, c, t, n, cc) = (
+            frames.clone(),
+            changed.clone(),
+            to_adapter.clone(),
+            connected.clone(),
+            connections.clone(),
+        );
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let (rd, mut wr) = sock.into_split();
                 let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                 *t.lock().unwrap() = Some(tx);
@@ -81,7 +88,14 @@ impl FakePlatform {
                 });
             }
         });
-        Self { addr, frames, changed, to_adapter, connected, connections }
+        Self {
+            addr,
+            frames,
+            changed,
+            to_adapter,
+            connected,
+            connections,
+        }
     }
 
     /// Waits until the adapter has connected `n` times in total.
@@ -111,7 +125,11 @@ impl FakePlatform {
 
     fn push(&self, v: Value) {
         let guard = self.to_adapter.lock().unwrap();
-        guard.as_ref().expect("no adapter connected").send(v.to_string()).unwrap();
+        guard
+            .as_ref()
+            .expect("no adapter connected")
+            .send(v.to_string())
+            .unwrap();
     }
 
     /// Every frame received so far.
@@ -121,7 +139,10 @@ impl FakePlatform {
 
     /// Frames of `kind` about message `id`.
     pub fn frames_for(&self, kind: &str, id: &str) -> Vec<Value> {
-        self.frames().into_iter().filter(|f| f["type"] == kind && f["id"] == id).collect()
+        self.frames()
+            .into_iter()
+            .filter(|f| f["type"] == kind && f["id"] == id)
+            .collect()
     }
 
     /// Waits (up to 30 s of real time) until `pred` holds over the received frames.
@@ -146,18 +167,28 @@ impl FakePlatform {
     /// Waits for the ack of `id` and returns its admission.
     pub async fn ack(&self, id: &str) -> String {
         let frames = self
-            .wait_for(&format!("ack of {id}"), |f| f.iter().any(|v| v["type"] == "ack" && v["id"] == id))
+            .wait_for(&format!("ack of {id}"), |f| {
+                f.iter().any(|v| v["type"] == "ack" && v["id"] == id)
+            })
             .await;
-        let ack = frames.iter().find(|v| v["type"] == "ack" && v["id"] == id).unwrap();
+        let ack = frames
+            .iter()
+            .find(|v| v["type"] == "ack" && v["id"] == id)
+            .unwrap();
         ack["admission"].as_str().unwrap().to_string()
     }
 
     /// Waits for the final reply to `id` and returns its text.
     pub async fn final_text(&self, id: &str) -> String {
         let frames = self
-            .wait_for(&format!("final of {id}"), |f| f.iter().any(|v| v["type"] == "final" && v["id"] == id))
+            .wait_for(&format!("final of {id}"), |f| {
+                f.iter().any(|v| v["type"] == "final" && v["id"] == id)
+            })
             .await;
-        let fin = frames.iter().find(|v| v["type"] == "final" && v["id"] == id).unwrap();
+        let fin = frames
+            .iter()
+            .find(|v| v["type"] == "final" && v["id"] == id)
+            .unwrap();
         fin["text"].as_str().unwrap().to_string()
     }
 
@@ -165,7 +196,10 @@ impl FakePlatform {
     pub async fn finals(&self, id: &str, n: usize) -> Vec<String> {
         let frames = self
             .wait_for(&format!("{n} finals of {id}"), |f| {
-                f.iter().filter(|v| v["type"] == "final" && v["id"] == id).count() >= n
+                f.iter()
+                    .filter(|v| v["type"] == "final" && v["id"] == id)
+                    .count()
+                    >= n
             })
             .await;
         frames
@@ -239,8 +273,11 @@ pub struct LoopbackAdapter {
 impl LoopbackAdapter {
     fn write(&self, v: Value) -> Result<(), AdapterError> {
         let guard = self.out.lock().unwrap();
-        let tx = guard.as_ref().ok_or_else(|| AdapterError::Disconnected("not connected".into()))?;
-        tx.send(v.to_string()).map_err(|_| AdapterError::Disconnected("socket closed".into()))
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| AdapterError::Disconnected("not connected".into()))?;
+        tx.send(v.to_string())
+            .map_err(|_| AdapterError::Disconnected("socket closed".into()))
     }
 }
 
@@ -277,7 +314,9 @@ impl PlatformAdapter for LoopbackAdapter {
         let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(rd).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 let id = v["id"].as_str().unwrap_or_default().to_string();
                 let user = v["user"].as_str().unwrap_or_default().to_string();
                 let chat_id = v["chat"].as_str().unwrap_or_default().to_string();
@@ -291,7 +330,9 @@ impl PlatformAdapter for LoopbackAdapter {
                     message_id: id.clone(),
                     sender: Sender::new(user),
                     chat,
-                    content: Content::Text { text: v["text"].as_str().unwrap_or_default().into() },
+                    content: Content::Text {
+                        text: v["text"].as_str().unwrap_or_default().into(),
+                    },
                     quote: None,
                     received_at: chrono::Utc::now(),
                     reply_context: json!({"id": id}),
@@ -327,7 +368,10 @@ impl PlatformAdapter for LoopbackAdapter {
             .unwrap()
             .clone()
             .ok_or_else(|| AdapterError::Disconnected("not connected".into()))?;
-        Ok(Box::new(LoopbackSink { tx, id: inbound.message_id.clone() }))
+        Ok(Box::new(LoopbackSink {
+            tx,
+            id: inbound.message_id.clone(),
+        }))
     }
 }
 
@@ -338,7 +382,9 @@ struct LoopbackSink {
 
 impl LoopbackSink {
     fn write(&self, v: Value) -> Result<(), AdapterError> {
-        self.tx.send(v.to_string()).map_err(|_| AdapterError::Disconnected("socket closed".into()))
+        self.tx
+            .send(v.to_string())
+            .map_err(|_| AdapterError::Disconnected("socket closed".into()))
     }
 }
 
@@ -351,6 +397,8 @@ impl ReplySink for LoopbackSink {
         self.write(json!({"type":"update","id":self.id,"text":text}))
     }
     async fn finish(self: Box<Self>, text: &str, outcome: TurnOutcome) -> Result<(), AdapterError> {
-        self.write(json!({"type":"final","id":self.id,"text":text,"outcome":format!("{outcome:?}")}))
+        self.write(
+            json!({"type":"final","id":self.id,"text":text,"outcome":format!("{outcome:?}")}),
+        )
     }
 }

@@ -36,7 +36,10 @@ impl TestGateway {
     /// Like [`TestGateway::start`] with another adapter registry (e.g. the WeCom factories).
     pub async fn start_with(dir: &Path, yaml: &str, registry: &router::Registry) -> Self {
         let path = dir.join("config.yaml");
-        let yaml = format!("gateway:\n  data_dir: {}\n{yaml}", dir.join("data").display());
+        let yaml = format!(
+            "gateway:\n  data_dir: {}\n{yaml}",
+            dir.join("data").display()
+        );
         std::fs::write(&path, yaml).unwrap();
         let (cfg, plans) = router::load(Some(&path), registry, &|_| None)
             .unwrap_or_else(|e| panic!("config: {e}"));
@@ -50,7 +53,11 @@ impl TestGateway {
         let gw = router::Gateway::new(cfg, plans, agent, store, TokioClock::shared());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(gw.run(Some(listener), shutdown.clone()));
-        Self { http, shutdown, handle }
+        Self {
+            http,
+            shutdown,
+            handle,
+        }
     }
 
     /// Shuts down and waits for the drain.
@@ -61,7 +68,9 @@ impl TestGateway {
 
     /// GET a path on the health listener; returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("http://{}{path}", self.http)).await.unwrap();
+        let r = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 }
