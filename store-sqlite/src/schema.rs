@@ -3,7 +3,7 @@
 //! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Migrations only ever get
 //! appended; a shipped one is never edited, since databases in the field already ran it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway_core::StoreError;
 use rusqlite::Connection;
@@ -88,10 +88,7 @@ pub(crate) fn latest_version() -> i64 {
 /// another process makes us wait instead of failing at once.
 pub(crate) fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
     conn.busy_timeout(busy_timeout).map_err(sql_err)?;
-    // Returns the resulting mode; in-memory databases answer "memory", which is fine.
-    let _mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(sql_err)?;
+    set_wal(conn, busy_timeout)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql_err)?;
     conn.pragma_update(None, "foreign_keys", true)
@@ -99,6 +96,25 @@ pub(crate) fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(),
     // Every statement of the store fits; prepared once, reused for every message.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Switches to WAL. When two processes open a brand-new file at once, the switch can fail with
+/// `SQLITE_BUSY` at once, without SQLite consulting the busy handler, so retry it here for up
+/// to the busy timeout. (`open` is documented as blocking; this runs before the writer thread.)
+fn set_wal(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        // Returns the resulting mode; in-memory databases answer "memory", which is fine.
+        let attempt: Result<String, _> =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0));
+        match attempt.map_err(sql_err) {
+            Ok(_mode) => return Ok(()),
+            Err(StoreError::Busy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The schema version recorded in the database.

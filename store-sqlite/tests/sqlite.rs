@@ -2,6 +2,7 @@
 //! file with another process, group commit, busy mapping, and shutting the writer thread down.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,16 @@ fn wal_of(path: &Path) -> PathBuf {
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// Yields until `n` spawned tasks have started. On a current-thread runtime a task's first
+/// poll runs uninterrupted, and each task here sends its store command within that poll (the
+/// queue has room), so afterwards every command is queued. A fixed number of yields is not
+/// enough: the test body is polled again after every 61 task polls.
+async fn all_started(started: &AtomicUsize, n: usize) {
+    while started.load(Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+}
 
 #[tokio::test]
 async fn data_survives_reopen() {
@@ -115,19 +126,23 @@ async fn migrations_set_user_version_and_are_idempotent() {
 }
 
 #[tokio::test]
-async fn two_stores_open_at_once_both_migrate_cleanly() {
-    let (_dir, path) = temp_db();
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| SqliteStore::open(&path));
-        let b = s.spawn(|| SqliteStore::open(&path));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    let (a, b) = (a.unwrap(), b.unwrap());
-    a.kv_put("ns", "a", "1").await.unwrap();
-    b.kv_put("ns", "b", "2").await.unwrap();
-    assert_eq!(a.kv_list("ns", "").await.unwrap().len(), 2);
-    a.close().await.unwrap();
-    b.close().await.unwrap();
+async fn two_stores_opening_a_new_file_at_once_both_succeed() {
+    // Racing to create and migrate the same fresh file (the gateway starting while the pairing
+    // CLI runs). The race is narrow, so run it a number of times.
+    for _ in 0..25 {
+        let (_dir, path) = temp_db();
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| SqliteStore::open(&path));
+            let b = s.spawn(|| SqliteStore::open(&path));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.kv_put("ns", "a", "1").await.unwrap();
+        b.kv_put("ns", "b", "2").await.unwrap();
+        assert_eq!(a.kv_list("ns", "").await.unwrap().len(), 2);
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -203,41 +218,42 @@ async fn group_commit_runs_concurrent_writes_in_few_transactions() {
     // must go through in one transaction, not one each.
     let blocker = Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..50_i64 {
         // The four hot-path writes of a message, 50 of each, one command per task.
-        let s = Arc::clone(&store);
+        let (s, n) = (Arc::clone(&store), Arc::clone(&started));
         tasks.push(tokio::spawn(async move {
+            n.fetch_add(1, Ordering::SeqCst);
             assert!(s
                 .inbox_put(&inbox_entry(&format!("m{i}"), i))
                 .await
                 .unwrap());
         }));
-        let s = Arc::clone(&store);
+        let (s, n) = (Arc::clone(&store), Arc::clone(&started));
         tasks.push(tokio::spawn(async move {
+            n.fetch_add(1, Ordering::SeqCst);
             assert!(s
                 .dedup_check("wecom", &format!("m{i}"), at(i), MINUTE)
                 .await
                 .unwrap());
         }));
-        let s = Arc::clone(&store);
+        let (s, n) = (Arc::clone(&store), Arc::clone(&started));
         tasks.push(tokio::spawn(async move {
+            n.fetch_add(1, Ordering::SeqCst);
             s.history_append(&format!("s{i}"), &[line(Role::User, "hi", i)], 10)
                 .await
                 .unwrap();
         }));
-        let s = Arc::clone(&store);
+        let (s, n) = (Arc::clone(&store), Arc::clone(&started));
         tasks.push(tokio::spawn(async move {
+            n.fetch_add(1, Ordering::SeqCst);
             s.inbox_done(&format!("wecom:old{i}"), at(100))
                 .await
                 .unwrap();
         }));
     }
-    // On this single-threaded runtime, yielding lets every task run up to its first await,
-    // that is, queue its command.
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-    }
+    all_started(&started, 200).await;
     blocker.execute_batch("COMMIT").unwrap();
     for task in tasks {
         task.await.unwrap();
@@ -273,21 +289,22 @@ async fn a_failing_command_is_undone_alone_and_its_batch_commits() {
         )
         .unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let s = Arc::clone(&store);
+    let started = Arc::new(AtomicUsize::new(0));
+    let (s, n) = (Arc::clone(&store), Arc::clone(&started));
     let bad = tokio::spawn(async move {
+        n.fetch_add(1, Ordering::SeqCst);
         let lines = [line(Role::User, "fine", 1), line(Role::User, "boom", 2)];
         s.history_append("s", &lines, 10).await
     });
     let mut good = Vec::new();
     for i in 0..10 {
-        let s = Arc::clone(&store);
+        let (s, n) = (Arc::clone(&store), Arc::clone(&started));
         good.push(tokio::spawn(async move {
+            n.fetch_add(1, Ordering::SeqCst);
             s.kv_put("ns", &format!("k{i}"), "v").await
         }));
     }
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-    }
+    all_started(&started, 11).await;
     let before = store.stats();
     blocker.execute_batch("COMMIT").unwrap();
     assert!(matches!(bad.await.unwrap(), Err(StoreError::Backend(_))));
