@@ -216,6 +216,7 @@ impl Gateway {
             warn!(instance = %instance, count = msgs.len(), "Unfinished messages for an instance that is not configured; left in the inbox.");
         }
 
+        let maintenance = tokio::spawn(maintenance_loop(shared.clone(), adapters_stop.clone()));
         let outbox = tokio::spawn(outbox_loop(
             shared.clone(),
             Duration::from_secs(config.gateway.outbox_retry_secs.max(1)),
@@ -248,6 +249,7 @@ impl Gateway {
         supervisors.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), supervisors.wait()).await;
         outbox.abort();
+        maintenance.abort();
         http_stop.cancel();
         let _ = http.await;
         if let Some(p) = admin_file {
@@ -358,6 +360,27 @@ async fn outbox_loop(shared: Arc<Shared>, every: Duration, stop: CancellationTok
                     let _ = shared.store.outbox_attempt(entry.id, &e.to_string()).await;
                 }
             }
+        }
+    }
+}
+
+/// How long finished inbox entries are kept: they are the persistent dedup record, so they must
+/// outlive any platform redelivery (WeCom retries within minutes).
+const INBOX_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// Prunes finished inbox entries every hour so the journal stays bounded.
+async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let before =
+            shared.clock.now() - chrono::Duration::from_std(INBOX_KEEP).unwrap_or_default();
+        match shared.store.inbox_prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "Pruned finished inbox entries."),
+            Err(e) => warn!(error = %e, "Could not prune the inbox."),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = stop.cancelled() => return,
         }
     }
 }
