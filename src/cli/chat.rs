@@ -30,15 +30,7 @@ pub async fn chat(file: Option<&Path>, once: Option<String>) -> anyhow::Result<E
     } else {
         router::GatewayConfig::default()
     };
-    let agent = agent_bridge::build_backend(&cfg.agent).map_err(|e| {
-        anyhow::anyhow!(
-            "agent: {}",
-            e.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let agent = super::build_agent(&cfg.agent)?;
     let store = open_store(&cfg.gateway.data_dir)?;
     let (tx, mut rx) = mpsc::channel(64);
     let console = ConsoleAdapter::new(tx);

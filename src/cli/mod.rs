@@ -71,3 +71,14 @@ pub fn data_dir_of(file: Option<&Path>) -> anyhow::Result<PathBuf> {
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
 }
+
+/// Builds the configured agent backend (the config was validated, so errors are rare: an
+/// environment variable that vanished since).
+pub fn build_agent(
+    cfg: &agent_bridge::AgentConfig,
+) -> anyhow::Result<Arc<dyn agent_bridge::AgentBackend>> {
+    agent_bridge::build_backend(cfg).map_err(|e| {
+        let all: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("agent: {}", all.join("; "))
+    })
+}

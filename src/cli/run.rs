@@ -16,15 +16,7 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(f) => return Ok(f.report()),
     };
-    let agent = agent_bridge::build_backend(&cfg.agent).map_err(|e| {
-        anyhow::anyhow!(
-            "agent: {}",
-            e.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let agent = super::build_agent(&cfg.agent)?;
     let store = open_store(&cfg.gateway.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen)
         .await
