@@ -1,1 +1,5 @@
 //! The wecom adapter: the WeCom AI Bot long connection (WebSocket).
+
+pub mod config;
+pub mod protocol;
+pub mod session;
