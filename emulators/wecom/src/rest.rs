@@ -1,1 +1,371 @@
-//! Fake WeCom REST API (gettoken, message/send, media/upload, media/get) and the callback signer.
+//! A fake WeCom REST API for self-built apps (wecom-callback reference §5: `gettoken`,
+//! `message/send`, `media/upload`, `media/get`, with the error codes of §5.5) and a callback
+//! signer that plays WeCom's side of the callbacks (§1, §2).
+//!
+//! The API runs on `127.0.0.1:0`, records every call, and can be told to misbehave:
+//!
+//! ```ignore
+//! let emu = FakeWeComApi::start().await;
+//! let app = emu.app("ww-corp-a", 1000002);           // credentials WeCom would issue
+//! app.set_callback_url(format!("http://{addr}/wecom/callback"));
+//! app.push_text("alice", "hi").await;                 // a signed, encrypted POST
+//! let sent = emu.wait_sent(1).await;                  // what the gateway sent back
+//! emu.expire_tokens();                                // next call with an old token: 42001
+//! emu.fail_next_send(45009);                          // next message/send: rate limited
+//! emu.untrusted_ip(Some("203.0.113.7"));              // every call: 60020
+//! ```
+
+mod multipart;
+mod server;
+mod signer;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub use signer::{FakeApp, Posted};
+
+/// The REST endpoints the fake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /cgi-bin/gettoken`.
+    GetToken,
+    /// `POST /cgi-bin/message/send`.
+    Send,
+    /// `POST /cgi-bin/media/upload`.
+    Upload,
+    /// `GET /cgi-bin/media/get`.
+    MediaGet,
+}
+
+/// One recorded API call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The errcode answered (0 = success).
+    pub errcode: i64,
+    /// `corp_id:agent_id` of the app the call authenticated as, when known.
+    pub app: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// A successful `message/send`.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    /// CorpID of the token's app.
+    pub corp_id: String,
+    /// AgentId of the token's app.
+    pub agent_id: i64,
+    /// The access token used.
+    pub token: String,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl SentMessage {
+    /// `touser`, if set.
+    pub fn touser(&self) -> Option<&str> {
+        self.body.get("touser").and_then(Value::as_str)
+    }
+
+    /// `msgtype`.
+    pub fn msgtype(&self) -> &str {
+        self.body
+            .get("msgtype")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// `agentid` from the body.
+    pub fn body_agent_id(&self) -> Option<i64> {
+        self.body.get("agentid").and_then(Value::as_i64)
+    }
+
+    /// The text of a `text` or `markdown` message.
+    pub fn content(&self) -> Option<&str> {
+        self.body.get(self.msgtype())?.get("content")?.as_str()
+    }
+
+    /// The `media_id` of an image/voice/video/file message.
+    pub fn media_id(&self) -> Option<&str> {
+        self.body.get(self.msgtype())?.get("media_id")?.as_str()
+    }
+}
+
+/// A successful `media/upload`.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// CorpID of the token's app.
+    pub corp_id: String,
+    /// The `type` parameter.
+    pub kind: String,
+    /// The multipart file name.
+    pub filename: String,
+    /// The multipart content type.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The media id handed out.
+    pub media_id: String,
+}
+
+/// Media served by `media/get`.
+#[derive(Debug, Clone)]
+struct StoredMedia {
+    bytes: Vec<u8>,
+    content_type: String,
+    filename: String,
+}
+
+#[derive(Debug, Clone)]
+struct AppCreds {
+    corp_id: String,
+    secret: String,
+    agent_id: i64,
+}
+
+#[derive(Debug, Clone)]
+struct IssuedToken {
+    app: usize,
+    expired: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: Vec<AppCreds>,
+    tokens: HashMap<String, IssuedToken>,
+    token_seq: u64,
+    token_lifetime: u64,
+    failures: HashMap<Endpoint, VecDeque<i64>>,
+    delays: HashMap<Endpoint, VecDeque<Duration>>,
+    untrusted_ip: Option<String>,
+    media: HashMap<String, StoredMedia>,
+    media_seq: u64,
+    sent: Vec<SentMessage>,
+    uploads: Vec<Upload>,
+    calls: Vec<Call>,
+}
+
+/// Shared between the handle and the server.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let r = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_waiters();
+        r
+    }
+}
+
+/// The fake REST API. Dropping it stops the server.
+#[derive(Debug)]
+pub struct FakeWeComApi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeWeComApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How long the `wait_*` helpers wait before panicking.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl FakeWeComApi {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                token_lifetime: 7200,
+                ..State::default()
+            }),
+            changed: Notify::new(),
+        });
+        let app = server::router(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:<port>`: the `api_base_url` to configure.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Registers an app with fresh random credentials and returns WeCom's side of it (the
+    /// signer for its callbacks). Put its credentials into the gateway config.
+    pub fn app(&self, corp_id: &str, agent_id: i64) -> FakeApp {
+        let mut rng = rand::rng();
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        let encoding_aes_key = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key);
+        let token = format!("tok{:08x}", rng.next_u32());
+        let secret = format!("secret-{:016x}", rng.next_u64());
+        self.register_app(corp_id, &secret, agent_id);
+        FakeApp::new(corp_id, &secret, agent_id, &token, &encoding_aes_key)
+    }
+
+    /// Registers fixed credentials (e.g. the fixture app of the test vectors).
+    pub fn register_app(&self, corp_id: &str, secret: &str, agent_id: i64) {
+        self.shared.with(|s| {
+            s.apps.push(AppCreds {
+                corp_id: corp_id.into(),
+                secret: secret.into(),
+                agent_id,
+            })
+        });
+    }
+
+    /// Marks every token issued so far as expired: their next use answers 42001.
+    pub fn expire_tokens(&self) {
+        self.shared
+            .with(|s| s.tokens.values_mut().for_each(|t| t.expired = true));
+    }
+
+    /// `expires_in` of new tokens (default 7200).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.shared.with(|s| s.token_lifetime = secs);
+    }
+
+    /// The next call to `endpoint` answers `errcode` (queued; several calls queue several).
+    pub fn fail_next(&self, endpoint: Endpoint, errcode: i64) {
+        self.shared
+            .with(|s| s.failures.entry(endpoint).or_default().push_back(errcode));
+    }
+
+    /// The next `message/send` answers `errcode`.
+    pub fn fail_next_send(&self, errcode: i64) {
+        self.fail_next(Endpoint::Send, errcode);
+    }
+
+    /// The next call to `endpoint` is answered after `delay`.
+    pub fn delay_next(&self, endpoint: Endpoint, delay: Duration) {
+        self.shared
+            .with(|s| s.delays.entry(endpoint).or_default().push_back(delay));
+    }
+
+    /// With `Some(ip)`, every call answers 60020 naming `ip` as the caller; `None` lifts it.
+    pub fn untrusted_ip(&self, ip: Option<&str>) {
+        self.shared.with(|s| s.untrusted_ip = ip.map(str::to_owned));
+    }
+
+    /// Stores media for `media/get` and returns its `media_id`.
+    pub fn add_media(&self, bytes: &[u8], content_type: &str, filename: &str) -> String {
+        self.shared.with(|s| {
+            s.media_seq += 1;
+            let id = format!("media-in-{}", s.media_seq);
+            s.media.insert(
+                id.clone(),
+                StoredMedia {
+                    bytes: bytes.to_vec(),
+                    content_type: content_type.into(),
+                    filename: filename.into(),
+                },
+            );
+            id
+        })
+    }
+
+    /// Every successful `message/send` so far.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.shared.with(|s| s.sent.clone())
+    }
+
+    /// Every successful `media/upload` so far.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.shared.with(|s| s.uploads.clone())
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.with(|s| s.calls.clone())
+    }
+
+    /// Calls to `endpoint` so far.
+    pub fn calls_to(&self, endpoint: Endpoint) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.endpoint == endpoint)
+            .collect()
+    }
+
+    /// Successful `gettoken` calls for `corp_id` so far.
+    pub fn tokens_issued(&self, corp_id: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| {
+                c.endpoint == Endpoint::GetToken
+                    && c.errcode == 0
+                    && c.app
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with(&format!("{corp_id}:")))
+            })
+            .count()
+    }
+
+    /// Waits until `cond` holds for the state (checked on every change), or panics after
+    /// [`WAIT_TIMEOUT`].
+    async fn wait_for<R>(&self, what: &str, mut cond: impl FnMut(&State) -> Option<R>) -> R {
+        let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = cond(&self.shared.state.lock().unwrap_or_else(|p| p.into_inner())) {
+                return r;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out waiting for {what}");
+            }
+        }
+    }
+
+    /// Waits until at least `n` messages were sent; returns all of them.
+    pub async fn wait_sent(&self, n: usize) -> Vec<SentMessage> {
+        self.wait_for(&format!("{n} sent message(s)"), |s| {
+            (s.sent.len() >= n).then(|| s.sent.clone())
+        })
+        .await
+    }
+
+    /// Waits until at least `n` calls to `endpoint` were made; returns them.
+    pub async fn wait_calls(&self, endpoint: Endpoint, n: usize) -> Vec<Call> {
+        self.wait_for(&format!("{n} call(s) to {endpoint:?}"), |s| {
+            let calls: Vec<Call> = s
+                .calls
+                .iter()
+                .filter(|c| c.endpoint == endpoint)
+                .cloned()
+                .collect();
+            (calls.len() >= n).then_some(calls)
+        })
+        .await
+    }
+}
+
+/// Generates a valid random EncodingAESKey (43 characters).
+pub fn random_encoding_aes_key() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(key)
+}

@@ -1,0 +1,468 @@
+//! From an accepted callback to the router (wecom-callback reference §3 "answer within 5 s",
+//! §4.2 asynchronous processing, §4.4 dedup, §5.4 media).
+//!
+//! The HTTP handler calls [`Intake::accept`], which within milliseconds: reserves a slot in a
+//! bounded queue (a full queue answers 503 so WeCom retries later, nothing is dropped silently),
+//! records the dedup key in the store (persistent, so a restart does not replay a retry),
+//! journals the decrypted callback in the store, and queues it. Only then does the handler
+//! answer `success`. Workers take jobs off the queues, fetch media, build the
+//! [`InboundMessage`], submit it to the router and delete the journal entry. Jobs still in the
+//! journal at startup (a crash or shutdown before they were submitted) are queued again.
+//!
+//! Jobs are sharded by sender so one user's messages stay in order while different users are
+//! processed in parallel (a slow media download never holds up other users).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use gateway_core::{
+    AdapterContext, Admission, Attachment, ChatAddress, Content, InboundMessage, MediaKind,
+    PlatformEvent, Sender, StateStore, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use wecom_common::media::detect_media_type;
+use wecom_common::xml::parse_message;
+
+use crate::config::{AppConfig, ReplyFormat};
+use crate::inbound::{self, Body};
+use crate::outbound::Outbound;
+use crate::routing::{Recipient, Routes};
+
+/// Parallel queues (by sender).
+pub const SHARDS: usize = 4;
+/// Capacity of each queue.
+pub const SHARD_CAPACITY: usize = 64;
+/// How long a callback id is remembered: far longer than WeCom's retries (about 15 s), short
+/// enough to keep the table small.
+pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A user gets the welcome text at most once per this period.
+const WELCOME_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Attempts to hand a message to the router when the store is busy.
+const SUBMIT_ATTEMPTS: u32 = 3;
+
+/// One journaled callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Dedup key and message id.
+    pub id: String,
+    /// The app that received it.
+    pub app: String,
+    /// Sender (for sharding).
+    pub user: String,
+    /// The decrypted XML.
+    pub xml: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What became of a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Journaled and queued.
+    Queued,
+    /// Seen before (a WeCom retry): acknowledged, not processed again.
+    Duplicate,
+}
+
+/// Why a callback could not be accepted right now.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// Every slot of the sender's queue is taken.
+    #[error("the processing queue is full")]
+    Busy,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The store namespace of the journal of `instance`.
+fn journal_ns(instance: &str) -> String {
+    format!("wecom_callback/{instance}/journal")
+}
+
+fn shard_of(user: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+/// The accepting side, used by the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    instance: String,
+    store: Arc<dyn StateStore>,
+    queues: Vec<mpsc::Sender<Job>>,
+}
+
+impl Intake {
+    /// Dedups, journals and queues a callback (see the module docs for the order and why).
+    pub async fn accept(&self, job: Job) -> Result<Accepted, IntakeError> {
+        let queue = &self.queues[shard_of(&job.user)];
+        let permit = queue.try_reserve().map_err(|_| IntakeError::Busy)?;
+        let scope = format!("wecom_callback/{}", self.instance);
+        if !self
+            .store
+            .dedup_check(&scope, &job.id, Utc::now(), DEDUP_TTL)
+            .await?
+        {
+            return Ok(Accepted::Duplicate);
+        }
+        let value = serde_json::to_string(&job)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a job: {e}")))?;
+        self.store
+            .kv_put(&journal_ns(&self.instance), &job.id, &value)
+            .await?;
+        permit.send(job);
+        Ok(Accepted::Queued)
+    }
+}
+
+/// Everything a worker needs to turn a job into a router message.
+#[derive(Debug)]
+pub struct Processor {
+    /// The router side.
+    pub ctx: AdapterContext,
+    /// Apps and the user→app map.
+    pub routes: Arc<Routes>,
+    /// Sending (welcome texts) and the REST client (media).
+    pub outbound: Arc<Outbound>,
+}
+
+/// Starts the workers; returns the intake for the HTTP handlers. Workers stop when `stop` is
+/// cancelled, between jobs; unprocessed jobs stay journaled for the next start.
+pub fn start(
+    processor: Arc<Processor>,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: &CancellationToken,
+) -> Intake {
+    let mut queues = Vec::with_capacity(SHARDS);
+    for _ in 0..SHARDS {
+        let (tx, mut rx) = mpsc::channel::<Job>(SHARD_CAPACITY);
+        queues.push(tx);
+        let (p, stop) = (processor.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    // Stop first: remaining jobs are journaled and resume at the next start.
+                    biased;
+                    () = stop.cancelled() => return,
+                    job = rx.recv() => match job {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
+                p.process(job).await;
+            }
+        });
+    }
+    let intake = Intake {
+        instance: processor.ctx.instance.clone(),
+        store: processor.ctx.store.clone(),
+        queues,
+    };
+    // Re-queue what an earlier run journaled but did not finish, without delaying startup.
+    let (resume, p, stop) = (intake.clone(), processor, stop.clone());
+    tasks.spawn(async move {
+        let ns = journal_ns(&p.ctx.instance);
+        let entries = match p.ctx.store.kv_list(&ns, "").await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(instance = %p.ctx.instance, error = %e, "Could not read the callback journal; unfinished callbacks wait for the next start.");
+                return;
+            }
+        };
+        if !entries.is_empty() {
+            info!(instance = %p.ctx.instance, count = entries.len(), "Resuming journaled callbacks.");
+        }
+        for (key, value) in entries {
+            let Ok(job) = serde_json::from_str::<Job>(&value) else {
+                warn!(instance = %p.ctx.instance, "Dropping an unreadable journal entry.");
+                let _ = p.ctx.store.kv_delete(&ns, &key).await;
+                continue;
+            };
+            let queue = &resume.queues[shard_of(&job.user)];
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = queue.send(job) => if r.is_err() { return },
+            }
+        }
+    });
+    intake
+}
+
+impl Processor {
+    /// Turns one job into a router message, submits it, and clears its journal entry.
+    pub async fn process(&self, job: Job) {
+        let ns = journal_ns(&self.ctx.instance);
+        if let Some(msg) = self.message_for(&job).await {
+            match self.submit(msg).await {
+                Ok(()) => {}
+                // Left journaled: the next start tries again.
+                Err(()) => return,
+            }
+        }
+        if let Err(e) = self.ctx.store.kv_delete(&ns, &job.id).await {
+            debug!(error = %e, "Could not clear a journal entry; the router dedups the message if it comes again.");
+        }
+    }
+
+    async fn message_for(&self, job: &Job) -> Option<InboundMessage> {
+        let instance = &self.ctx.instance;
+        let Some(app) = self.routes.by_name(&job.app).cloned() else {
+            warn!(instance = %instance, app = %job.app, "Dropping a journaled callback of an app that is no longer configured.");
+            return None;
+        };
+        let xml = match parse_message(&job.xml) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(instance = %instance, error = %e, "Dropping a journaled callback that no longer parses.");
+                return None;
+            }
+        };
+        let parsed = inbound::parse(&xml, &app.corp_id, app.agent_id);
+        let scoped = format!("{}:{}", app.corp_id, parsed.user);
+        let mut context = json!({"app": app.name, "user": parsed.user, "agent_id": app.agent_id});
+        let content = match parsed.body {
+            Body::Text { content } => Content::Text { text: content },
+            Body::Media {
+                kind,
+                media_id,
+                format,
+                name,
+                caption,
+            } => {
+                match self.fetch_media(&app, &job.id, kind, &media_id, format, name).await {
+                    Ok(attachment) => Content::Media { text: caption, attachment },
+                    Err(reason) => Content::Text {
+                        text: format!(
+                            "[The user sent a {} that could not be downloaded from WeCom: {reason}]",
+                            kind.as_str()
+                        ),
+                    },
+                }
+            }
+            Body::Location {
+                latitude,
+                longitude,
+                label,
+                scale,
+            } => {
+                context["scale"] = json!(scale);
+                Content::Location {
+                    latitude,
+                    longitude,
+                    label,
+                }
+            }
+            Body::Link {
+                title,
+                description,
+                url,
+                pic_url,
+            } => {
+                context["pic_url"] = json!(pic_url);
+                Content::Link {
+                    title,
+                    description,
+                    url,
+                }
+            }
+            Body::Event { event, fields } => {
+                context["fields"] = json!(fields);
+                Content::Event(event)
+            }
+            Body::LogOnly { what } => {
+                info!(instance = %instance, app = %app.name, what = %what, "Callback acknowledged without a turn.");
+                return None;
+            }
+        };
+        let received_at = (parsed.create_time > 0)
+            .then(|| Utc.timestamp_opt(parsed.create_time, 0).single())
+            .flatten()
+            .unwrap_or(job.received_at);
+        Some(InboundMessage {
+            instance: instance.clone(),
+            message_id: job.id.clone(),
+            sender: Sender {
+                user_id: scoped.clone(),
+                display_name: Some(parsed.user),
+            },
+            chat: ChatAddress::dm(scoped),
+            content,
+            quote: None,
+            received_at,
+            reply_context: context,
+        })
+    }
+
+    /// Submits with a few retries on store errors; `Err` leaves the job journaled.
+    async fn submit(&self, msg: InboundMessage) -> Result<(), ()> {
+        let mut attempt = 0;
+        let admission = loop {
+            attempt += 1;
+            match self.ctx.submit(msg.clone()).await {
+                Ok(a) => break a,
+                Err(e) if attempt < SUBMIT_ATTEMPTS && e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    warn!(instance = %msg.instance, error = %e, "Could not hand a callback to the router; it stays journaled for the next start.");
+                    return Err(());
+                }
+            }
+        };
+        debug!(instance = %msg.instance, ?admission, "Callback submitted.");
+        if !admission.passed_policy() {
+            return Ok(());
+        }
+        let app_name = msg.reply_context["app"].as_str().unwrap_or_default();
+        let Some(app) = self.routes.by_name(app_name).cloned() else {
+            return Ok(());
+        };
+        self.routes.remember(&msg.sender.user_id, &app).await;
+        if matches!(msg.content, Content::Event(PlatformEvent::EnterChat))
+            && admission != Admission::Duplicate
+        {
+            self.welcome(&app, &msg).await;
+        }
+        Ok(())
+    }
+
+    /// Sends the app's welcome text, at most once a day per user.
+    async fn welcome(&self, app: &AppConfig, msg: &InboundMessage) {
+        let Some(text) = &app.welcome_text else {
+            return;
+        };
+        let scope = format!("wecom_callback/{}/welcome", self.ctx.instance);
+        match self
+            .ctx
+            .store
+            .dedup_check(&scope, &msg.sender.user_id, Utc::now(), WELCOME_TTL)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                debug!(error = %e, "Welcome bookkeeping failed; not sending it.");
+                return;
+            }
+        }
+        let user = msg.reply_context["user"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let Err(e) = self
+            .outbound
+            .send_text(app, &Recipient::User(user), text, ReplyFormat::Text)
+            .await
+        {
+            warn!(instance = %self.ctx.instance, app = %app.name, error = %e, "Could not send the welcome text.");
+        }
+    }
+
+    /// Fetches media with `media/get` into `<data_dir>/media/`; the error text is for the agent.
+    async fn fetch_media(
+        &self,
+        app: &AppConfig,
+        id: &str,
+        kind: MediaKind,
+        media_id: &str,
+        format: Option<String>,
+        name: Option<String>,
+    ) -> Result<Attachment, String> {
+        let body = self
+            .outbound
+            .api()
+            .get_media(&app.name, media_id)
+            .await
+            .map_err(|e| self.outbound.failure(app, "media/get", e).to_string())?;
+        let (_, detected_mime, detected_ext) = detect_media_type(&body.bytes);
+        let declared = body
+            .content_type
+            .as_deref()
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
+            .filter(|c| !c.is_empty() && c != "application/octet-stream");
+        let mime = if detected_mime == "application/octet-stream" {
+            declared.unwrap_or_else(|| detected_mime.to_owned())
+        } else {
+            detected_mime.to_owned()
+        };
+        let ext = match (kind, format.as_deref()) {
+            (MediaKind::Voice, Some(f)) if f.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                f.to_owned()
+            }
+            _ if detected_ext != "bin" => detected_ext.to_owned(),
+            _ => name
+                .as_deref()
+                .or(body.filename.as_deref())
+                .and_then(|n| n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()))
+                .filter(|e| e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+                .unwrap_or_else(|| "bin".to_owned()),
+        };
+        let display = name
+            .or(body.filename)
+            .map(|n| sanitize(&n))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{}.{ext}", kind.as_str()));
+        let dir = self.ctx.data_dir.join("media");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot create the media folder ({})", e.kind()))?;
+        let path: PathBuf = dir.join(format!("{}.{ext}", sanitize(id)));
+        tokio::fs::write(&path, &body.bytes)
+            .await
+            .map_err(|e| format!("cannot save the file ({})", e.kind()))?;
+        info!(instance = %self.ctx.instance, app = %app.name, kind = kind.as_str(), bytes = body.bytes.len(), "Fetched inbound media.");
+        Ok(Attachment {
+            kind,
+            path,
+            name: display,
+            mime,
+            size: body.bytes.len() as u64,
+        })
+    }
+}
+
+/// A file-name-safe version of `s`: ASCII letters, digits, `.`, `-`, `_`, CJK kept; the rest `_`.
+fn sanitize(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .take(120)
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned.trim_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharding_is_stable_and_spread() {
+        assert_eq!(shard_of("alice"), shard_of("alice"));
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|i| shard_of(&format!("user{i}"))).collect();
+        assert_eq!(used.len(), SHARDS);
+    }
+
+    #[test]
+    fn names_are_sanitised_for_the_file_system() {
+        assert_eq!(sanitize("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(sanitize("ww1:100:42"), "ww1_100_42");
+        assert_eq!(sanitize("报告.pdf"), "报告.pdf");
+    }
+}

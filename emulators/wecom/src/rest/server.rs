@@ -1,0 +1,252 @@
+//! The HTTP side of the fake REST API: `gettoken`, `message/send`, `media/upload`, `media/get`
+//! as WeCom answers them (wecom-callback reference §5.1–§5.5), with injected errors and delays.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{
+    multipart, Call, Endpoint, IssuedToken, SentMessage, Shared, State as ApiState, Upload,
+};
+
+type Params = Query<HashMap<String, String>>;
+
+/// The fake's routes. Uploads up to 32 MiB are read (WeCom's own limit is 20 MB).
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/cgi-bin/gettoken", get(gettoken))
+        .route("/cgi-bin/message/send", post(send))
+        .route("/cgi-bin/media/upload", post(upload))
+        .route("/cgi-bin/media/get", get(media_get))
+        .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
+        .with_state(shared)
+}
+
+fn error_json(code: i64, message: &str) -> Response {
+    Json(json!({"errcode": code, "errmsg": message})).into_response()
+}
+
+fn errmsg(code: i64, ip: Option<&str>) -> String {
+    match code {
+        60020 => format!(
+            "not allow to access from your ip, hint: [emulator], from ip: {}, more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
+            ip.unwrap_or("198.51.100.1")
+        ),
+        301002 => "access_token and agentid mismatch".into(),
+        other => wecom_common::errors::describe(other).unwrap_or("emulated error").into(),
+    }
+}
+
+fn app_label(s: &ApiState, app: usize) -> String {
+    format!("{}:{}", s.apps[app].corp_id, s.apps[app].agent_id)
+}
+
+/// Applies a queued delay, then the injected failures (untrusted IP first, then a queued
+/// errcode). Returns the errcode to answer, if any.
+async fn prelude(shared: &Shared, endpoint: Endpoint) -> Option<(i64, String)> {
+    let delay = shared.with(|s| s.delays.get_mut(&endpoint).and_then(|d| d.pop_front()));
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    shared.with(|s| {
+        if let Some(ip) = s.untrusted_ip.clone() {
+            return Some((60020, errmsg(60020, Some(&ip))));
+        }
+        let code = s.failures.get_mut(&endpoint).and_then(|f| f.pop_front())?;
+        Some((code, errmsg(code, None)))
+    })
+}
+
+/// Resolves an access token to its app: 41001 missing, 40014 unknown, 42001 expired.
+fn authenticate(s: &ApiState, params: &HashMap<String, String>) -> Result<usize, i64> {
+    let token = params.get("access_token").map(String::as_str).unwrap_or("");
+    if token.is_empty() {
+        return Err(41001);
+    }
+    match s.tokens.get(token) {
+        None => Err(40014),
+        Some(IssuedToken { expired: true, .. }) => Err(42001),
+        Some(t) => Ok(t.app),
+    }
+}
+
+fn record(s: &mut ApiState, endpoint: Endpoint, errcode: i64, app: Option<usize>) {
+    let app = app.map(|a| app_label(s, a));
+    s.calls.push(Call {
+        endpoint,
+        errcode,
+        app,
+        at: Instant::now(),
+    });
+}
+
+async fn gettoken(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let corp = params.get("corpid").cloned().unwrap_or_default();
+    let secret = params.get("corpsecret").cloned().unwrap_or_default();
+    let injected = prelude(&shared, Endpoint::GetToken).await;
+    shared.with(|s| {
+        let app = s.apps.iter().position(|a| a.corp_id == corp && a.secret == secret);
+        if let Some((code, msg)) = injected {
+            record(s, Endpoint::GetToken, code, app);
+            return error_json(code, &msg);
+        }
+        let Some(app) = app else {
+            let code = if s.apps.iter().any(|a| a.corp_id == corp) { 40001 } else { 40013 };
+            record(s, Endpoint::GetToken, code, None);
+            return error_json(code, &errmsg(code, None));
+        };
+        s.token_seq += 1;
+        let token = format!("emu-token-{}-{}", s.token_seq, s.apps[app].agent_id);
+        s.tokens.insert(token.clone(), IssuedToken { app, expired: false });
+        record(s, Endpoint::GetToken, 0, Some(app));
+        Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": s.token_lifetime}))
+            .into_response()
+    })
+}
+
+async fn send(State(shared): State<Arc<Shared>>, Query(params): Params, body: Bytes) -> Response {
+    let injected = prelude(&shared, Endpoint::Send).await;
+    shared.with(|s| {
+        let app = match authenticate(s, &params) {
+            Ok(a) => a,
+            Err(code) => {
+                record(s, Endpoint::Send, code, None);
+                return error_json(code, &errmsg(code, None));
+            }
+        };
+        if let Some((code, msg)) = injected {
+            record(s, Endpoint::Send, code, Some(app));
+            return error_json(code, &msg);
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+            record(s, Endpoint::Send, 47001, Some(app));
+            return error_json(47001, "data format error");
+        };
+        let creds = s.apps[app].clone();
+        if body.get("agentid").and_then(Value::as_i64) != Some(creds.agent_id) {
+            record(s, Endpoint::Send, 301002, Some(app));
+            return error_json(301002, &errmsg(301002, None));
+        }
+        let msgtype = body.get("msgtype").and_then(Value::as_str).unwrap_or("");
+        let content = body
+            .get(msgtype)
+            .and_then(|p| p.get("content"))
+            .and_then(Value::as_str);
+        if matches!(msgtype, "text" | "markdown") && content.is_none_or(|c| c.trim().is_empty()) {
+            record(s, Endpoint::Send, 44004, Some(app));
+            return error_json(44004, &errmsg(44004, None));
+        }
+        let token = params.get("access_token").cloned().unwrap_or_default();
+        s.sent.push(SentMessage {
+            corp_id: creds.corp_id,
+            agent_id: creds.agent_id,
+            token,
+            body,
+        });
+        record(s, Endpoint::Send, 0, Some(app));
+        let msgid = format!("emu-msg-{}", s.sent.len());
+        Json(
+            json!({"errcode": 0, "errmsg": "ok", "invaliduser": "", "invalidparty": "",
+                    "invalidtag": "", "unlicenseduser": "", "msgid": msgid}),
+        )
+        .into_response()
+    })
+}
+
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let injected = prelude(&shared, Endpoint::Upload).await;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    shared.with(|s| {
+        let app = match authenticate(s, &params) {
+            Ok(a) => a,
+            Err(code) => {
+                record(s, Endpoint::Upload, code, None);
+                return error_json(code, &errmsg(code, None));
+            }
+        };
+        if let Some((code, msg)) = injected {
+            record(s, Endpoint::Upload, code, Some(app));
+            return error_json(code, &msg);
+        }
+        let kind = params.get("type").cloned().unwrap_or_default();
+        if !matches!(kind.as_str(), "image" | "voice" | "video" | "file") {
+            record(s, Endpoint::Upload, 40004, Some(app));
+            return error_json(40004, "invalid media type");
+        }
+        let media = multipart::parse(&content_type, &body)
+            .and_then(|parts| parts.into_iter().find(|p| p.name == "media"));
+        let Some(media) = media else {
+            record(s, Endpoint::Upload, 41005, Some(app));
+            return error_json(41005, "media data missing");
+        };
+        if media.data.len() <= 5 {
+            record(s, Endpoint::Upload, 40006, Some(app));
+            return error_json(40006, "invalid file size");
+        }
+        s.media_seq += 1;
+        let media_id = format!("media-up-{}", s.media_seq);
+        s.uploads.push(Upload {
+            corp_id: s.apps[app].corp_id.clone(),
+            kind: kind.clone(),
+            filename: media.filename.unwrap_or_default(),
+            content_type: media.content_type.unwrap_or_default(),
+            bytes: media.data,
+            media_id: media_id.clone(),
+        });
+        record(s, Endpoint::Upload, 0, Some(app));
+        Json(json!({"errcode": 0, "errmsg": "", "type": kind, "media_id": media_id, "created_at": "1380000000"}))
+            .into_response()
+    })
+}
+
+async fn media_get(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let injected = prelude(&shared, Endpoint::MediaGet).await;
+    shared.with(|s| {
+        let app = match authenticate(s, &params) {
+            Ok(a) => a,
+            Err(code) => {
+                record(s, Endpoint::MediaGet, code, None);
+                return error_json(code, &errmsg(code, None));
+            }
+        };
+        if let Some((code, msg)) = injected {
+            record(s, Endpoint::MediaGet, code, Some(app));
+            return error_json(code, &msg);
+        }
+        let id = params.get("media_id").cloned().unwrap_or_default();
+        let Some(media) = s.media.get(&id).cloned() else {
+            record(s, Endpoint::MediaGet, 40007, Some(app));
+            return error_json(40007, "invalid media_id");
+        };
+        record(s, Endpoint::MediaGet, 0, Some(app));
+        (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, media.content_type),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}\"", media.filename),
+                ),
+            ],
+            media.bytes,
+        )
+            .into_response()
+    })
+}
