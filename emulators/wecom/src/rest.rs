@@ -271,9 +271,23 @@ impl FakeWeComApi {
 
     /// Stores media for `media/get` and returns its `media_id`.
     pub fn add_media(&self, bytes: &[u8], content_type: &str, filename: &str) -> String {
-        self.shared.with(|s| {
+        let id = self.shared.with(|s| {
             s.media_seq += 1;
-            let id = format!("media-in-{}", s.media_seq);
+            format!("media-in-{}", s.media_seq)
+        });
+        self.add_media_with_id(&id, bytes, content_type, filename)
+    }
+
+    /// Stores media under a chosen `media_id` (e.g. one fixed in a recorded vector).
+    pub fn add_media_with_id(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        content_type: &str,
+        filename: &str,
+    ) -> String {
+        self.shared.with(|s| {
+            let id = id.to_owned();
             s.media.insert(
                 id.clone(),
                 StoredMedia {
