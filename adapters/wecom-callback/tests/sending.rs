@@ -456,3 +456,55 @@ async fn a_broken_app_never_blocks_the_others() {
         .contains("broken"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn proactive_sends_route_by_corp_and_the_remembered_app_after_a_restart() {
+    let emu = FakeWeComApi::start().await;
+    let hr = emu.app("wwShared", 1000011);
+    let it = emu.app("wwShared", 1000012);
+    let other = emu.app("wwOther", 1000022);
+    let named = |app: &FakeApp, name: &str| {
+        let mut v = app.config();
+        v["name"] = name.into();
+        v
+    };
+    let extra = json!({
+        "apps": [named(&hr, "hr"), named(&it, "it"), named(&other, "other")],
+        "api_base_url": emu.base_url(),
+    });
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+
+    // First run: bob writes to the `it` app of the shared corp.
+    let first = Harness::start(extra.clone(), store.clone(), dir.path()).await;
+    it.set_callback_url(first.url("/wecom/callback"));
+    it.push_text("bob", "hello it").await;
+    // bob's callbacks are processed in order: the second proves the first is fully handled.
+    it.push_text("bob", "barrier").await;
+    first.sink.wait(2).await;
+    first.stop().await;
+
+    // Second run over the same store: proactive sends still pick the right apps.
+    let second = Harness::start(extra, store, dir.path()).await;
+    for target in ["wwShared:bob", "wwOther:bob", "wwShared:carol"] {
+        second
+            .adapter
+            .send(&Target::User(target.into()), &OutboundMessage::text(target))
+            .await
+            .unwrap();
+    }
+    let sent = emu.sent();
+    let route: Vec<(&str, i64, Option<&str>)> = sent
+        .iter()
+        .map(|m| (m.corp_id.as_str(), m.agent_id, m.touser()))
+        .collect();
+    assert_eq!(
+        route,
+        [
+            ("wwShared", 1000012, Some("bob")),   // remembered: bob uses `it`
+            ("wwOther", 1000022, Some("bob")),    // another corp, another identity
+            ("wwShared", 1000011, Some("carol")), // unknown user: the corp's first app
+        ]
+    );
+    second.stop().await;
+}
