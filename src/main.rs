@@ -81,6 +81,7 @@ enum Command {
 /// The adapter registry of this binary.
 pub fn registry() -> router::Registry {
     router::Registry::new()
+        .register(std::sync::Arc::new(wecom::WeComFactory))
         .register(std::sync::Arc::new(wecom_callback::WeComCallbackFactory))
 }
 

@@ -1,5 +1,71 @@
-//! The wecom adapter: the WeCom AI Bot long connection (WebSocket).
+//! The `wecom` adapter: the WeCom AI Bot long connection (reference `wecom-aibot.md`).
+//!
+//! We dial `wss://openws.work.weixin.qq.com`, subscribe with the bot id, secret and a device id
+//! that survives reconnects and restarts, and exchange JSON frames: message and event callbacks
+//! in, streamed replies, markdown, media uploads and proactive sends out.
+//!
+//! Layout (STYLE.md habits 1 and 11): `config` (typed config and documented keys), `protocol`
+//! (frames), `session` (the protocol state machine, no I/O), `conn` (the socket runner),
+//! `intake` + `inbound` + `batch` + `media` (the inbound pipeline), `bubbles` + `stream` (the
+//! reply stream engine), `send` (non-stream text), `upload` (outbound media), `routes` and
+//! `ratelimit` (reply routes and the per-chat limit), `adapter` (the `PlatformAdapter`).
 
+use std::sync::Arc;
+
+use gateway_core::adapter::{ConfigKey, InstanceSpec};
+use gateway_core::{AdapterFactory, ConfigError, PlatformAdapter};
+
+mod adapter;
+pub mod batch;
+pub mod bubbles;
 pub mod config;
+mod conn;
+pub mod inbound;
+mod intake;
+pub mod media;
 pub mod protocol;
+pub mod ratelimit;
+pub mod routes;
+mod send;
 pub mod session;
+mod stream;
+pub mod upload;
+
+pub use adapter::WeComAdapter;
+pub use config::WeComConfig;
+
+/// Builds `wecom` adapters (kind `wecom`).
+#[derive(Debug, Default)]
+pub struct WeComFactory;
+
+impl AdapterFactory for WeComFactory {
+    fn kind(&self) -> &'static str {
+        "wecom"
+    }
+
+    fn description(&self) -> &'static str {
+        "WeCom AI Bot over the long connection (WebSocket): DMs and groups, streamed replies, media"
+    }
+
+    fn config_keys(&self) -> &'static [ConfigKey] {
+        config::CONFIG_KEYS
+    }
+
+    fn policy_env(&self) -> &'static [(&'static str, &'static str)] {
+        config::POLICY_ENV
+    }
+
+    fn build(
+        &self,
+        instance: &InstanceSpec,
+        extra: serde_json::Value,
+    ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
+        let mut cfg: WeComConfig =
+            gateway_core::adapter::parse_extra(extra).map_err(|e| vec![e])?;
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Arc::new(WeComAdapter::new(&instance.name, cfg)))
+    }
+}

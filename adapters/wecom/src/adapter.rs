@@ -1,0 +1,377 @@
+//! The `wecom` platform adapter: owns the connection runner, the inbound pipeline and the
+//! shared state replies need (reply routes, open streams, the rate limiter), and implements the
+//! core [`PlatformAdapter`] contract on top of them.
+//!
+//! Requests go to the runner over a bounded channel; a request made while the connection is
+//! down waits (bounded) for it to come back instead of failing at once, so a reply finishing
+//! during a reconnect still gets out.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gateway_core::adapter::{Capabilities, MarkdownDialect, MediaLimit, StreamingCaps};
+use gateway_core::{
+    AdapterContext, AdapterError, ChatAddress, InboundMessage, MediaKind, OutboundMessage,
+    PlatformAdapter, ReplySink, Target,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use wecom_common::media::{FILE_MAX_BYTES, IMAGE_MAX_BYTES, STREAM_FRAME_MAX_BYTES, VIDEO_MAX_BYTES, VOICE_MAX_BYTES};
+
+use crate::config::WeComConfig;
+use crate::conn::{Command, Link, ProxyChoice, Runner};
+use crate::media::MediaStore;
+use crate::protocol::{Incoming, Outgoing};
+use crate::ratelimit::RateLimiter;
+use crate::routes::Routes;
+use crate::session::{ReqError, Request, Session, SessionConfig};
+
+/// Key-value namespace of this adapter in the state store.
+const KV_NS: &str = "wecom";
+/// Capacity of the runner's command queue.
+const COMMAND_QUEUE: usize = 1024;
+/// Capacity of the inbound queue between the socket reader and the pipeline.
+const INBOUND_QUEUE: usize = 256;
+/// Most chats whose latest reply route is remembered.
+const ROUTE_CAP: usize = 1000;
+
+/// The live connection's handles, replaced on every `connect`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnHandle {
+    cmds: mpsc::Sender<Command>,
+    link: watch::Receiver<Link>,
+}
+
+/// State shared by the adapter, its reply sinks and its tasks.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) instance: String,
+    pub(crate) cfg: WeComConfig,
+    /// Random per process: reply routes persisted before a restart never match.
+    pub(crate) run_id: String,
+    pub(crate) conn: Mutex<Option<ConnHandle>>,
+    pub(crate) routes: Mutex<Routes>,
+    /// `req_id`s that own an open stream (media never replies on them, §9 item 14).
+    pub(crate) open_streams: Mutex<HashMap<String, u32>>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) stop: Mutex<CancellationToken>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Maps a request failure to the core error type.
+pub(crate) fn to_adapter_error(e: ReqError) -> AdapterError {
+    match e {
+        ReqError::NotConnected | ReqError::Disconnected => AdapterError::Disconnected(e.to_string()),
+        ReqError::Timeout => AdapterError::Timeout("no answer from WeCom".into()),
+        ReqError::Busy => AdapterError::Io("too many requests waiting for WeCom".into()),
+        ReqError::Platform { code, message } => {
+            wecom_common::errors::to_adapter_error(code, &message, String::new())
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(instance: &str, cfg: WeComConfig) -> Self {
+        let limiter = RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_reserve);
+        Self {
+            instance: instance.to_owned(),
+            cfg,
+            run_id: format!("{:016x}", rand::random::<u64>()),
+            conn: Mutex::new(None),
+            routes: Mutex::new(Routes::new(ROUTE_CAP)),
+            open_streams: Mutex::new(HashMap::new()),
+            limiter,
+            tasks: TaskTracker::new(),
+            stop: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    fn handle(&self) -> Option<ConnHandle> {
+        lock(&self.conn).clone()
+    }
+
+    /// The route tag of the live connection (`<run id>:<generation>`), if it is up.
+    pub(crate) fn route_tag(&self) -> Option<String> {
+        let h = self.handle()?;
+        let link = *h.link.borrow();
+        match link {
+            Link::Up { generation } => Some(format!("{}:{generation}", self.run_id)),
+            _ => None,
+        }
+    }
+
+    /// True when `tag` is the live connection's tag.
+    pub(crate) fn route_is(&self, tag: Option<&str>) -> bool {
+        tag.is_some() && self.route_tag().as_deref() == tag
+    }
+
+    /// Remembers the latest reply route of `chat`.
+    pub(crate) fn remember_route(&self, chat: &ChatAddress, req_id: &str, tag: &str) {
+        lock(&self.routes).remember(chat, req_id, tag);
+    }
+
+    /// The chat's latest route on the live connection.
+    pub(crate) fn fresh_route(&self, chat: &ChatAddress) -> Option<String> {
+        let tag = self.route_tag()?;
+        lock(&self.routes).fresh(chat, &tag).map(|r| r.req_id)
+    }
+
+    pub(crate) fn stream_opened(&self, req_id: &str) {
+        *lock(&self.open_streams).entry(req_id.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn stream_closed(&self, req_id: &str) {
+        let mut m = lock(&self.open_streams);
+        if let Some(n) = m.get_mut(req_id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(req_id);
+            }
+        }
+    }
+
+    pub(crate) fn owns_open_stream(&self, req_id: &str) -> bool {
+        lock(&self.open_streams).contains_key(req_id)
+    }
+
+    /// Waits up to `max_wait` for a subscribed connection.
+    async fn wait_up(&self, max_wait: Duration) -> Result<ConnHandle, ReqError> {
+        let Some(mut h) = self.handle() else { return Err(ReqError::NotConnected) };
+        let wait = async {
+            loop {
+                let link = *h.link.borrow_and_update();
+                match link {
+                    Link::Up { .. } => return Ok(()),
+                    Link::TakenOver | Link::Stopped => return Err(ReqError::NotConnected),
+                    Link::Down => {}
+                }
+                if h.link.changed().await.is_err() {
+                    return Err(ReqError::NotConnected);
+                }
+            }
+        };
+        match tokio::time::timeout(max_wait, wait).await {
+            Ok(Ok(())) => Ok(h),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ReqError::NotConnected),
+        }
+    }
+
+    /// Puts a request on its way and returns the receiver of its answer without waiting for it.
+    /// Waits up to `max_wait` for the connection when it is down.
+    pub(crate) async fn submit(
+        &self,
+        frame: Outgoing,
+        timeout: Duration,
+        max_wait: Duration,
+    ) -> Result<oneshot::Receiver<Result<Incoming, ReqError>>, ReqError> {
+        let h = self.wait_up(max_wait).await?;
+        let (tx, rx) = oneshot::channel();
+        h.cmds
+            .send(Command::Request(Request { frame, timeout, waiter: tx }))
+            .await
+            .map_err(|_| ReqError::NotConnected)?;
+        Ok(rx)
+    }
+
+    /// Sends a request and waits for its answer; waits for the connection up to the request
+    /// timeout when it is down.
+    pub(crate) async fn request(&self, frame: Outgoing, timeout: Duration) -> Result<Incoming, ReqError> {
+        let rx = self.submit(frame, timeout, self.cfg.request_timeout()).await?;
+        rx.await.unwrap_or(Err(ReqError::Disconnected))
+    }
+
+    /// Like [`Inner::request`], metered by the per-chat rate limit and retried on 846607.
+    pub(crate) async fn request_metered(
+        &self,
+        chat_id: &str,
+        lane: crate::ratelimit::Lane,
+        frame: Outgoing,
+        timeout: Duration,
+    ) -> Result<Incoming, ReqError> {
+        const ATTEMPTS: usize = 5;
+        let mut last = ReqError::Timeout;
+        for _ in 0..ATTEMPTS {
+            self.limiter.acquire(chat_id, lane).await;
+            match self.request(frame.clone(), timeout).await {
+                Err(ReqError::Platform { code: 846607, message }) => {
+                    warn!(instance = %self.instance, "WeCom rate limit hit (846607); waiting before retrying.");
+                    self.limiter.penalize(chat_id);
+                    last = ReqError::Platform { code: 846607, message };
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// The device id: configured, else persisted in the state store, else created and stored.
+    async fn device_id(&self, ctx: &AdapterContext) -> Result<String, AdapterError> {
+        if let Some(d) = &self.cfg.device_id {
+            return Ok(d.trim().to_owned());
+        }
+        let key = format!("{}/device_id", self.instance);
+        if let Some(d) = ctx.store.kv_get(KV_NS, &key).await? {
+            return Ok(d);
+        }
+        let d = crate::protocol::random_hex32();
+        ctx.store.kv_put(KV_NS, &key, &d).await?;
+        info!(instance = %self.instance, "Created a device id for this bot.");
+        Ok(d)
+    }
+}
+
+/// The `wecom` adapter.
+#[derive(Debug, Clone)]
+pub struct WeComAdapter {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl WeComAdapter {
+    /// An adapter for `instance` with a validated config.
+    pub fn new(instance: &str, cfg: WeComConfig) -> Self {
+        Self { inner: Arc::new(Inner::new(instance, cfg)) }
+    }
+
+    fn chat_of(target: &Target) -> Result<ChatAddress, AdapterError> {
+        match target {
+            Target::User(id) => Ok(ChatAddress::dm(id)),
+            Target::Group(id) => Ok(ChatAddress::group(id)),
+            other => Err(AdapterError::Unsupported(format!(
+                "the WeCom AI Bot cannot send to {other}; use user:ID or group:ID"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl PlatformAdapter for WeComAdapter {
+    fn capabilities(&self) -> Capabilities {
+        let cfg = &self.inner.cfg;
+        Capabilities {
+            max_text_bytes: cfg.text_max_bytes,
+            markdown: MarkdownDialect::WeCom,
+            streaming: Some(StreamingCaps {
+                min_interval: cfg.stream_interval(),
+                max_frame_bytes: cfg.stream_max_frame_bytes.min(STREAM_FRAME_MAX_BYTES),
+            }),
+            media: vec![
+                MediaLimit { kind: MediaKind::Image, max_bytes: IMAGE_MAX_BYTES },
+                MediaLimit { kind: MediaKind::Video, max_bytes: VIDEO_MAX_BYTES },
+                MediaLimit { kind: MediaKind::Voice, max_bytes: VOICE_MAX_BYTES },
+                MediaLimit { kind: MediaKind::File, max_bytes: FILE_MAX_BYTES },
+            ],
+            proactive_dm: true,
+            // Proactive group sends fail with 600039; groups are reached through their latest
+            // inbound req_id.
+            proactive_group: false,
+            editing: false,
+        }
+    }
+
+    async fn connect(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        let inner = &self.inner;
+        let cfg = &inner.cfg;
+        let device_id = inner.device_id(&ctx).await?;
+        let media = MediaStore::new(
+            &ctx.data_dir,
+            cfg.allow_private_media_hosts,
+            cfg.media_max_bytes,
+            Duration::from_secs(cfg.media_retention_hours * 3600),
+        )
+        .map_err(|e| AdapterError::Io(e.to_string()))?;
+        let stop = ctx.shutdown.child_token();
+        *lock(&inner.stop) = stop.clone();
+        inner.tasks.reopen();
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (link_tx, link_rx) = watch::channel(Link::Down);
+        *lock(&inner.conn) = Some(ConnHandle { cmds: cmd_tx, link: link_rx });
+        let session_cfg = SessionConfig {
+            ping_interval: cfg.ping_interval(),
+            max_missed_pings: cfg.max_missed_pings,
+            subscribe_timeout: cfg.connect_timeout(),
+            backoff: cfg.backoff(),
+            dedup_ttl: Duration::from_secs(cfg.dedup_ttl_secs),
+            dedup_capacity: cfg.dedup_capacity,
+            ..SessionConfig::default()
+        };
+        let session = Session::new(session_cfg, cfg.bot_id.clone(), cfg.secret.clone(), device_id);
+        let (first_tx, first_rx) = oneshot::channel();
+        let runner = Runner {
+            instance: inner.instance.clone(),
+            session,
+            url: cfg.websocket_url.clone(),
+            proxy: ProxyChoice::from_config(cfg.proxy.as_deref()),
+            connect_timeout: cfg.connect_timeout(),
+            request_timeout: cfg.request_timeout(),
+            cmds: cmd_rx,
+            inbound: in_tx,
+            link: link_tx,
+            health: ctx.health.clone(),
+            stop: stop.clone(),
+            first: Some(first_tx),
+            generation: 0,
+        };
+        inner.tasks.spawn(runner.run());
+        crate::intake::spawn(inner.clone(), ctx.clone(), media, in_rx, stop.clone());
+
+        let first = tokio::time::timeout(cfg.connect_timeout() * 2, first_rx).await;
+        let result = match first {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(AdapterError::Disconnected("the connection task ended".into())),
+            Err(_) => Err(AdapterError::Timeout("connecting to WeCom".into())),
+        };
+        if result.is_err() {
+            stop.cancel();
+            inner.tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), inner.tasks.wait()).await;
+        }
+        result
+    }
+
+    async fn disconnect(&self) {
+        let inner = &self.inner;
+        lock(&inner.stop).cancel();
+        inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(8), inner.tasks.wait()).await.is_err() {
+            warn!(instance = %inner.instance, "WeCom tasks did not stop in time.");
+        }
+        *lock(&inner.conn) = None;
+    }
+
+    async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError> {
+        let chat = Self::chat_of(target)?;
+        self.inner.deliver_text(&chat, message.body(), crate::send::Via::default()).await
+    }
+
+    async fn send_image(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
+        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Image).await
+    }
+
+    async fn send_file(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
+        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::File).await
+    }
+
+    async fn send_voice(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
+        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Voice).await
+    }
+
+    async fn send_video(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
+        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Video).await
+    }
+
+    async fn reply(&self, inbound: &InboundMessage) -> Result<Box<dyn ReplySink>, AdapterError> {
+        Ok(Box::new(crate::stream::StreamSink::open(self.inner.clone(), inbound)))
+    }
+}

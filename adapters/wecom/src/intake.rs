@@ -1,0 +1,235 @@
+//! The inbound pipeline, off the socket reader (DESIGN.md "The flow of one message", step 1):
+//!
+//! 1. the dispatcher parses each callback and starts its media downloads at once (bounded
+//!    parallelism; URLs expire in about five minutes), chaining messages of one chat so they
+//!    reach the next stage in arrival order;
+//! 2. the batch stage merges client-split texts (`batch.rs`) and submits to the router; the
+//!    chat's reply route is remembered only when the sender passed the access policy;
+//! 3. events are submitted as typed events; `enter_chat` gets the welcome text, if configured,
+//!    within its 5-second window.
+//!
+//! Every queue is bounded. A message the router could not take is answered with a notice
+//! instead of vanishing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_core::{AdapterContext, InboundMessage, PlatformEvent};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::adapter::Inner;
+use crate::batch::{BatchConfig, Batcher};
+use crate::inbound::{build_event, build_message, parse_event, parse_message, Fetched, MediaRef};
+use crate::media::MediaStore;
+use crate::protocol::{self, cmd, Incoming};
+use crate::stream::ReplyContext;
+
+/// Messages whose media is being fetched at once.
+const PARALLEL: usize = 16;
+/// Capacity of the queue into the batch stage.
+const READY_QUEUE: usize = 256;
+/// How often old media files are looked for.
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+
+/// A message ready for the router.
+struct Ready {
+    msg: InboundMessage,
+    plain: bool,
+}
+
+/// Starts the pipeline's tasks on the adapter's tracker.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    ctx: AdapterContext,
+    media: MediaStore,
+    rx: mpsc::Receiver<Incoming>,
+    stop: CancellationToken,
+) {
+    let (ready_tx, ready_rx) = mpsc::channel(READY_QUEUE);
+    inner.tasks.spawn(dispatch(inner.clone(), ctx.clone(), media.clone(), rx, ready_tx, stop.clone()));
+    inner.tasks.spawn(batch_stage(inner.clone(), ctx, ready_rx, stop.clone()));
+    inner.tasks.spawn(cleanup(media, stop));
+}
+
+async fn dispatch(
+    inner: Arc<Inner>,
+    ctx: AdapterContext,
+    media: MediaStore,
+    mut rx: mpsc::Receiver<Incoming>,
+    ready: mpsc::Sender<Ready>,
+    stop: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(PARALLEL));
+    // Per chat, the completion signal of its latest message: the next one waits for it.
+    let mut tails: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+    loop {
+        let frame = tokio::select! {
+            f = rx.recv() => match f { Some(f) => f, None => return },
+            () = stop.cancelled() => return,
+        };
+        let route = inner.route_tag().unwrap_or_default();
+        if frame.cmd == cmd::EVENT_CALLBACK {
+            inner.tasks.spawn(handle_event(inner.clone(), ctx.clone(), frame, route));
+            continue;
+        }
+        let Some(parsed) = parse_message(&frame) else {
+            debug!(instance = %inner.instance, "Dropped a message without a sender.");
+            continue;
+        };
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = stop.cancelled() => return,
+        };
+        let chat_key = format!("{}:{}", parsed.origin.chat.kind.as_str(), parsed.origin.chat.chat_id);
+        if tails.len() > 4 * PARALLEL {
+            // Forget chats whose last message is done.
+            tails.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        }
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let prev = tails.insert(chat_key, done_rx);
+        let (inner, media, ready) = (inner.clone(), media.clone(), ready.clone());
+        let instance = ctx.instance.clone();
+        inner.clone().tasks.spawn(async move {
+            let msgid = parsed.origin.msgid.clone();
+            let own = fetch_all(&inner, &media, &parsed.media, &msgid, 0).await;
+            let quoted_refs = parsed.quote.as_ref().map(|q| q.media.clone()).unwrap_or_default();
+            let quoted = fetch_all(&inner, &media, &quoted_refs, &msgid, own.len()).await;
+            if let Some(prev) = prev {
+                // Resolves when the previous message of this chat was handed on (or dropped).
+                let _ = prev.await;
+            }
+            let context = ReplyContext {
+                req_id: Some(parsed.origin.req_id.clone()).filter(|r| !r.is_empty()),
+                route: Some(route).filter(|r| !r.is_empty()),
+                event: None,
+            };
+            match build_message(&instance, &parsed, own, quoted, context.to_value()) {
+                Some(msg) => {
+                    let plain = parsed.is_plain_text();
+                    let _ = ready.send(Ready { msg, plain }).await;
+                }
+                None => debug!(instance = %inner.instance, "Dropped an empty message."),
+            }
+            drop(done_tx);
+            drop(permit);
+        });
+    }
+}
+
+async fn fetch_all(
+    inner: &Inner,
+    media: &MediaStore,
+    refs: &[MediaRef],
+    msgid: &str,
+    offset: usize,
+) -> Vec<Fetched> {
+    let jobs = refs.iter().enumerate().map(|(i, r)| async move {
+        match media.fetch(r, msgid, offset + i).await {
+            Ok(a) => Fetched::Ok(a),
+            Err(e) => {
+                warn!(instance = %inner.instance, kind = r.kind.as_str(), error = %e, "Could not fetch inbound media.");
+                Fetched::Failed(r.kind)
+            }
+        }
+    });
+    futures::future::join_all(jobs).await
+}
+
+async fn batch_stage(
+    inner: Arc<Inner>,
+    ctx: AdapterContext,
+    mut rx: mpsc::Receiver<Ready>,
+    stop: CancellationToken,
+) {
+    let cfg = &inner.cfg;
+    let mut batcher = Batcher::new(BatchConfig {
+        delay: Duration::from_millis(cfg.text_batch_delay_ms),
+        split_delay: Duration::from_millis(cfg.text_batch_split_delay_ms.max(cfg.text_batch_delay_ms)),
+        split_threshold: cfg.text_batch_split_threshold,
+        ..BatchConfig::default()
+    });
+    loop {
+        let deadline = batcher.next_deadline();
+        let out = tokio::select! {
+            r = rx.recv() => match r {
+                Some(ready) => batcher.push(ready.msg, ready.plain, Instant::now()),
+                None => break,
+            },
+            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                batcher.due(Instant::now())
+            }
+            () = stop.cancelled() => break,
+        };
+        for msg in out {
+            submit(&inner, &ctx, msg).await;
+        }
+    }
+    for msg in batcher.drain() {
+        submit(&inner, &ctx, msg).await;
+    }
+}
+
+/// Hands a message to the router; remembers its reply route when the sender passed policy.
+async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
+    let rc = ReplyContext::from_value(&msg.reply_context);
+    let chat = msg.chat.clone();
+    match ctx.submit(msg).await {
+        Ok(admission) => {
+            debug!(instance = %inner.instance, ?admission, "Message submitted.");
+            if admission.passed_policy() {
+                if let (Some(req_id), Some(route)) = (&rc.req_id, &rc.route) {
+                    inner.remember_route(&chat, req_id, route);
+                }
+            }
+        }
+        Err(e) => {
+            warn!(instance = %inner.instance, error = %e, "The router could not take a message; telling the sender.");
+            if let Some(req_id) = rc.req_id.filter(|_| inner.route_is(rc.route.as_deref())) {
+                let notice = "⚠️ Sorry, I could not take this message right now; please send it again.";
+                let frame = protocol::markdown_reply(&req_id, notice);
+                let _ = inner.request(frame, inner.cfg.request_timeout()).await;
+            }
+        }
+    }
+}
+
+async fn handle_event(inner: Arc<Inner>, ctx: AdapterContext, frame: Incoming, route: String) {
+    let Some(parsed) = parse_event(&frame) else { return };
+    let enter = parsed.event == PlatformEvent::EnterChat;
+    let context = ReplyContext {
+        req_id: Some(parsed.origin.req_id.clone()).filter(|r| !r.is_empty()),
+        route: Some(route).filter(|r| !r.is_empty()),
+        event: enter.then(|| "enter_chat".to_owned()),
+    };
+    let msg = build_event(&ctx.instance, &parsed, context.to_value());
+    let admission = match ctx.submit(msg).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(instance = %inner.instance, error = %e, "The router could not take an event.");
+            return;
+        }
+    };
+    if !enter || !admission.passed_policy() {
+        return;
+    }
+    let (Some(text), Some(req_id)) = (inner.cfg.welcome_text.clone(), context.req_id) else { return };
+    // The welcome window is five seconds from the event.
+    match inner.request(protocol::welcome(&req_id, &text), Duration::from_secs(5)).await {
+        Ok(_) => info!(instance = %inner.instance, "Welcome message sent."),
+        Err(e) => warn!(instance = %inner.instance, error = %e, "Could not send the welcome message."),
+    }
+}
+
+async fn cleanup(media: MediaStore, stop: CancellationToken) {
+    loop {
+        media.cleanup().await;
+        tokio::select! {
+            () = tokio::time::sleep(CLEANUP_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

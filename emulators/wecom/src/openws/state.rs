@@ -1,0 +1,727 @@
+//! The fake openws server's state and its answer to every client frame: subscribe checks,
+//! ACKs, the reply/stream/send rules WeCom enforces (reference `wecom-aibot.md` §1–§4, §6.6),
+//! scripted failures, and the record of everything received.
+//!
+//! The rules are checked strictly so that the adapter's tests catch mistakes: frames over 20480
+//! bytes, frames after a stream's `finish`, a final frame identical to the previous one, replies
+//! on unknown or stale `req_id`s, proactive sends into groups, uploads with wrong chunks or md5.
+//! Breaches of the protocol (as opposed to scripted failures) are also listed as violations.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Largest stream frame content, in bytes.
+pub const STREAM_MAX_BYTES: usize = 20480;
+/// Largest markdown content, in bytes (the cap live tests found).
+pub const MARKDOWN_MAX_BYTES: usize = 4096;
+/// Largest upload chunk.
+pub const CHUNK_MAX_BYTES: usize = 512 * 1024;
+/// Most chunks per upload.
+pub const MAX_CHUNKS: u64 = 100;
+/// Most frames the server keeps per stream.
+pub const STREAM_MAX_FRAMES: usize = 100;
+/// The window for a welcome reply after `enter_chat`.
+pub const WELCOME_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the server writes to one connection.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// A text frame.
+    Text(String),
+    /// A close frame, then the end of the connection.
+    Close,
+    /// The end of the connection without a close frame (a dropped socket).
+    Drop,
+}
+
+/// A frame the server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Connection number (1-based, in accept order).
+    pub conn: u64,
+    /// The bot the connection subscribed as, if it did.
+    pub bot: Option<String>,
+    /// The frame.
+    pub frame: Value,
+    /// When it arrived (tokio time).
+    pub at: Instant,
+}
+
+impl Received {
+    /// The frame's `cmd`.
+    pub fn cmd(&self) -> &str {
+        self.frame["cmd"].as_str().unwrap_or("")
+    }
+
+    /// The frame's `headers.req_id`.
+    pub fn req_id(&self) -> &str {
+        self.frame["headers"]["req_id"].as_str().unwrap_or("")
+    }
+
+    /// The frame's body.
+    pub fn body(&self) -> &Value {
+        &self.frame["body"]
+    }
+}
+
+/// A subscribe the server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Connection number.
+    pub conn: u64,
+    /// `body.bot_id`.
+    pub bot_id: String,
+    /// `body.secret`.
+    pub secret: String,
+    /// `body.device_id`.
+    pub device_id: String,
+    /// Whether the credentials were accepted.
+    pub accepted: bool,
+}
+
+/// A finished upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The `init` body.
+    pub init: Value,
+    /// Chunk indices in arrival order, with their sizes.
+    pub chunks: Vec<(u64, usize)>,
+    /// The reassembled bytes.
+    pub bytes: Vec<u8>,
+    /// The media id handed out.
+    pub media_id: String,
+}
+
+/// Selects client frames for scripted failures and withheld ACKs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    cmd: Option<String>,
+    msgtype: Option<String>,
+    finish: Option<bool>,
+    req_id: Option<String>,
+}
+
+impl Match {
+    /// Frames with this `cmd`.
+    pub fn cmd(cmd: &str) -> Self {
+        Self { cmd: Some(cmd.to_owned()), ..Self::default() }
+    }
+
+    /// Stream frames with `finish: true`.
+    pub fn stream_final() -> Self {
+        Self { msgtype: Some("stream".into()), finish: Some(true), ..Self::default() }
+    }
+
+    /// Stream frames with `finish: false`.
+    pub fn stream_update() -> Self {
+        Self { msgtype: Some("stream".into()), finish: Some(false), ..Self::default() }
+    }
+
+    /// Any frame whose body has this `msgtype`.
+    pub fn msgtype(msgtype: &str) -> Self {
+        Self { msgtype: Some(msgtype.to_owned()), ..Self::default() }
+    }
+
+    /// Only frames on this `req_id`.
+    pub fn on_req(mut self, req_id: &str) -> Self {
+        self.req_id = Some(req_id.to_owned());
+        self
+    }
+
+    fn matches(&self, frame: &Value) -> bool {
+        let cmd = frame["cmd"].as_str().unwrap_or("");
+        let body = &frame["body"];
+        self.cmd.as_deref().is_none_or(|c| c == cmd)
+            && self.msgtype.as_deref().is_none_or(|t| body["msgtype"] == t)
+            && self.finish.is_none_or(|f| body["stream"]["finish"].as_bool() == Some(f))
+            && self.req_id.as_deref().is_none_or(|r| frame["headers"]["req_id"] == r)
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    matcher: Match,
+    /// `Some(code)` answers that errcode; `None` withholds the ACK.
+    code: Option<i64>,
+    remaining: u32,
+}
+
+/// What the server knows about a callback it pushed.
+#[derive(Debug, Clone)]
+pub(crate) struct PushedInfo {
+    pub bot: String,
+    pub chat_id: String,
+    pub is_group: bool,
+    pub conn: Option<u64>,
+    pub at: Instant,
+    pub event: Option<String>,
+}
+
+#[derive(Debug)]
+struct StreamInfo {
+    frames: usize,
+    finished: bool,
+    opened_at: Instant,
+    last_content: String,
+}
+
+#[derive(Debug)]
+struct UploadState {
+    init: Value,
+    total_chunks: u64,
+    chunks: BTreeMap<u64, Vec<u8>>,
+    order: Vec<(u64, usize)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BotState {
+    pub secret: String,
+    pub live: Option<u64>,
+    /// Pushes made while no connection was subscribed; sent right before the next subscribe ACK.
+    pub pending: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub bot: Option<String>,
+    pub tx: mpsc::UnboundedSender<Out>,
+}
+
+/// Tunables set by the test.
+#[derive(Debug, Clone)]
+pub(crate) struct Behaviour {
+    pub answer_pings: bool,
+    pub ack_delay: Duration,
+    pub stream_window: Option<Duration>,
+    pub reply_window: Option<Duration>,
+    pub rate_limit: Option<usize>,
+    pub group_proactive: bool,
+    pub req_ids_survive_reconnect: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            answer_pings: true,
+            ack_delay: Duration::ZERO,
+            stream_window: None,
+            reply_window: None,
+            rate_limit: None,
+            group_proactive: false,
+            req_ids_survive_reconnect: false,
+        }
+    }
+}
+
+/// The whole server state, behind one mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub bots: HashMap<String, BotState>,
+    pub conns: HashMap<u64, ConnState>,
+    pub next_conn: u64,
+    pub log: Vec<Received>,
+    pub subscribes: Vec<Subscribe>,
+    pub pushed: HashMap<String, PushedInfo>,
+    pub groups: HashSet<String>,
+    pub uploads_done: Vec<Upload>,
+    pub violations: Vec<String>,
+    pub behaviour: Behaviour,
+    streams: HashMap<(String, String), StreamInfo>,
+    uploads: HashMap<String, UploadState>,
+    media_ids: HashSet<String>,
+    rules: Vec<Rule>,
+    rate: HashMap<String, VecDeque<Instant>>,
+    seq: u64,
+}
+
+/// One write the server performs after handling a frame.
+pub(crate) struct Write {
+    pub conn: u64,
+    pub out: Out,
+    pub delay: Duration,
+}
+
+fn answer(req_id: &str, code: i64, errmsg: &str, body: Option<Value>) -> String {
+    let mut v = json!({ "headers": { "req_id": req_id }, "errcode": code, "errmsg": errmsg });
+    if let Some(b) = body {
+        v["body"] = b;
+    }
+    v.to_string()
+}
+
+impl State {
+    pub(crate) fn new(bots: Vec<(String, String)>) -> Self {
+        Self {
+            bots: bots
+                .into_iter()
+                .map(|(id, secret)| (id, BotState { secret, live: None, pending: Vec::new() }))
+                .collect(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            log: Vec::new(),
+            subscribes: Vec::new(),
+            pushed: HashMap::new(),
+            groups: HashSet::new(),
+            uploads_done: Vec::new(),
+            violations: Vec::new(),
+            behaviour: Behaviour::default(),
+            streams: HashMap::new(),
+            uploads: HashMap::new(),
+            media_ids: HashSet::new(),
+            rules: Vec::new(),
+            rate: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}-{}", self.seq)
+    }
+
+    pub(crate) fn add_rule(&mut self, matcher: Match, code: Option<i64>, times: u32) {
+        self.rules.push(Rule { matcher, code, remaining: times });
+    }
+
+    /// A connection ended.
+    pub(crate) fn closed(&mut self, conn: u64) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(bot) = c.bot.and_then(|b| self.bots.get_mut(&b)) {
+                if bot.live == Some(conn) {
+                    bot.live = None;
+                }
+            }
+        }
+    }
+
+    /// Writes a text frame to `conn`.
+    pub(crate) fn write(&self, conn: u64, text: String) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(Out::Text(text));
+        }
+    }
+
+    /// Pushes a callback to `bot`'s live connection, or keeps it for the next subscribe.
+    pub(crate) fn push(&mut self, bot: &str, frame: Value, info: PushedInfo) {
+        let req_id = frame["headers"]["req_id"].as_str().unwrap_or("").to_owned();
+        if info.is_group {
+            self.groups.insert(info.chat_id.clone());
+        }
+        let live = self.bots.get(bot).and_then(|b| b.live);
+        let mut info = info;
+        info.conn = live;
+        self.pushed.insert(req_id, info);
+        match live {
+            Some(conn) => self.write(conn, frame.to_string()),
+            None => {
+                if let Some(b) = self.bots.get_mut(bot) {
+                    b.pending.push(frame.to_string());
+                }
+            }
+        }
+    }
+
+    /// Sends `disconnected_event` to `bot`'s live connection and closes it.
+    pub(crate) fn kick(&mut self, bot: &str) -> bool {
+        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else { return false };
+        let ev = json!({
+            "cmd": "aibot_event_callback",
+            "headers": { "req_id": self.next_id("kick") },
+            "body": { "msgid": self.next_id("evt"), "aibotid": bot, "msgtype": "event",
+                      "event": { "eventtype": "disconnected_event" } },
+        });
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(Out::Text(ev.to_string()));
+            let _ = c.tx.send(Out::Close);
+        }
+        if let Some(b) = self.bots.get_mut(bot) {
+            b.live = None;
+        }
+        true
+    }
+
+    /// Drops `bot`'s live connection without a close frame.
+    pub(crate) fn drop_conn(&mut self, bot: &str) -> bool {
+        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else { return false };
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(Out::Drop);
+        }
+        if let Some(b) = self.bots.get_mut(bot) {
+            b.live = None;
+        }
+        true
+    }
+
+    /// Handles one client frame; returns what to write.
+    pub(crate) fn handle(&mut self, conn: u64, text: &str, now: Instant) -> Vec<Write> {
+        let Ok(frame) = serde_json::from_str::<Value>(text) else {
+            self.violations.push(format!("conn {conn}: frame is not JSON"));
+            return Vec::new();
+        };
+        let bot = self.conns.get(&conn).and_then(|c| c.bot.clone());
+        self.log.push(Received { conn, bot: bot.clone(), frame: frame.clone(), at: now });
+        let cmd = frame["cmd"].as_str().unwrap_or("").to_owned();
+        let req_id = frame["headers"]["req_id"].as_str().unwrap_or("").to_owned();
+        if req_id.is_empty() {
+            self.violations.push(format!("conn {conn}: `{cmd}` without headers.req_id"));
+        }
+        let delay = self.behaviour.ack_delay;
+        let reply = |text: String| vec![Write { conn, out: Out::Text(text), delay }];
+
+        if cmd == "aibot_subscribe" {
+            return self.subscribe(conn, &frame, &req_id);
+        }
+        if cmd == "ping" {
+            return if self.behaviour.answer_pings {
+                vec![Write { conn, out: Out::Text(answer(&req_id, 0, "ok", None)), delay: Duration::ZERO }]
+            } else {
+                Vec::new()
+            };
+        }
+        let Some(bot) = bot else {
+            return reply(answer(&req_id, 846609, "aibot websocket not subscribed", None));
+        };
+        // Scripted behaviour first.
+        if let Some(i) = self.rules.iter().position(|r| r.remaining > 0 && r.matcher.matches(&frame)) {
+            self.rules[i].remaining -= 1;
+            return match self.rules[i].code {
+                Some(code) => reply(answer(&req_id, code, "scripted failure", None)),
+                None => Vec::new(),
+            };
+        }
+        let result = match cmd.as_str() {
+            "aibot_respond_msg" => self.respond(conn, &bot, &req_id, &frame["body"], now),
+            "aibot_send_msg" => self.send_msg(&frame["body"], now),
+            "aibot_respond_welcome_msg" => self.welcome(conn, &bot, &req_id, now),
+            "aibot_upload_media_init" => self.upload_init(&frame["body"]),
+            "aibot_upload_media_chunk" => self.upload_chunk(&frame["body"]),
+            "aibot_upload_media_finish" => self.upload_finish(&frame["body"]),
+            other => {
+                self.violations.push(format!("unknown cmd `{other}`"));
+                Err((40008, "invalid message type".into()))
+            }
+        };
+        match result {
+            Ok(body) => reply(answer(&req_id, 0, "ok", body)),
+            Err((code, msg)) => reply(answer(&req_id, code, &msg, None)),
+        }
+    }
+
+    fn subscribe(&mut self, conn: u64, frame: &Value, req_id: &str) -> Vec<Write> {
+        let body = &frame["body"];
+        let s = |k: &str| body[k].as_str().unwrap_or("").to_owned();
+        let (bot_id, secret, device_id) = (s("bot_id"), s("secret"), s("device_id"));
+        let accepted = self.bots.get(&bot_id).is_some_and(|b| b.secret == secret);
+        self.subscribes.push(Subscribe {
+            conn,
+            bot_id: bot_id.clone(),
+            secret,
+            device_id,
+            accepted,
+        });
+        let mut writes = Vec::new();
+        if !accepted {
+            writes.push(Write {
+                conn,
+                out: Out::Text(answer(req_id, 40013, "invalid secret", None)),
+                delay: Duration::ZERO,
+            });
+            writes.push(Write { conn, out: Out::Close, delay: Duration::ZERO });
+            return writes;
+        }
+        let already = self.conns.get(&conn).and_then(|c| c.bot.clone()).is_some();
+        if !already {
+            // One live connection per bot: a second subscribe kicks the first.
+            if self.bots.get(&bot_id).and_then(|b| b.live).is_some_and(|l| l != conn) {
+                self.kick(&bot_id);
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.bot = Some(bot_id.clone());
+            }
+            let pending = match self.bots.get_mut(&bot_id) {
+                Some(b) => {
+                    b.live = Some(conn);
+                    std::mem::take(&mut b.pending)
+                }
+                None => Vec::new(),
+            };
+            // Callbacks queued while offline go out before the ACK, as a real server may race.
+            for text in pending {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if let Some(p) = v["headers"]["req_id"].as_str().and_then(|r| self.pushed.get_mut(r)) {
+                        p.conn = Some(conn);
+                    }
+                }
+                writes.push(Write { conn, out: Out::Text(text), delay: Duration::ZERO });
+            }
+        }
+        writes.push(Write {
+            conn,
+            out: Out::Text(answer(req_id, 0, "ok", None)),
+            delay: self.behaviour.ack_delay,
+        });
+        writes
+    }
+
+    /// Counts a user-visible message for `chat` against the per-minute limit.
+    fn rate_ok(&mut self, chat: &str, now: Instant) -> bool {
+        let Some(limit) = self.behaviour.rate_limit else { return true };
+        let q = self.rate.entry(chat.to_owned()).or_default();
+        while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60)) {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+
+    fn respond(
+        &mut self,
+        conn: u64,
+        bot: &str,
+        req_id: &str,
+        body: &Value,
+        now: Instant,
+    ) -> Result<Option<Value>, (i64, String)> {
+        let Some(p) = self.pushed.get(req_id).cloned() else {
+            self.violations.push(format!("reply on unknown req_id {req_id}"));
+            return Err((846605, "invalid req_id".into()));
+        };
+        if p.bot != bot {
+            self.violations.push(format!("reply on req_id {req_id} of another bot"));
+            return Err((846605, "invalid req_id".into()));
+        }
+        if !self.behaviour.req_ids_survive_reconnect && p.conn != Some(conn) {
+            return Err((846605, "invalid req_id: from an earlier connection".into()));
+        }
+        if self.behaviour.reply_window.is_some_and(|w| now.saturating_duration_since(p.at) > w) {
+            return Err((846604, "reply window expired".into()));
+        }
+        let msgtype = body["msgtype"].as_str().unwrap_or("");
+        match msgtype {
+            "stream" => self.stream_frame(req_id, &p.chat_id, &body["stream"], now),
+            "markdown" => {
+                let content = body["markdown"]["content"].as_str().unwrap_or("");
+                if content.len() > MARKDOWN_MAX_BYTES {
+                    self.violations.push(format!("markdown of {} bytes", content.len()));
+                    return Err((45002, "content too large".into()));
+                }
+                if !self.rate_ok(&p.chat_id, now) {
+                    return Err((846607, "rate limit".into()));
+                }
+                Ok(None)
+            }
+            "image" | "file" | "voice" | "video" => {
+                let id = body[msgtype]["media_id"].as_str().unwrap_or("");
+                if !self.media_ids.contains(id) {
+                    self.violations.push(format!("reply with unknown media_id {id}"));
+                    return Err((40007, "invalid media_id".into()));
+                }
+                let open = self.streams.iter().any(|((r, _), s)| r == req_id && !s.finished);
+                if open {
+                    self.violations.push(format!("media reply on {req_id}, which owns an open stream"));
+                }
+                if !self.rate_ok(&p.chat_id, now) {
+                    return Err((846607, "rate limit".into()));
+                }
+                Ok(None)
+            }
+            other => {
+                self.violations.push(format!("reply with msgtype `{other}`"));
+                Err((40008, "invalid message type".into()))
+            }
+        }
+    }
+
+    fn stream_frame(
+        &mut self,
+        req_id: &str,
+        chat: &str,
+        stream: &Value,
+        now: Instant,
+    ) -> Result<Option<Value>, (i64, String)> {
+        let id = stream["id"].as_str().unwrap_or("").to_owned();
+        let content = stream["content"].as_str().unwrap_or("").to_owned();
+        let finish = stream["finish"].as_bool().unwrap_or(false);
+        if id.is_empty() {
+            self.violations.push(format!("stream frame without id on {req_id}"));
+            return Err((40008, "missing stream id".into()));
+        }
+        if content.len() > STREAM_MAX_BYTES {
+            self.violations.push(format!("stream frame of {} bytes on {req_id}", content.len()));
+            return Err((45002, "content too large".into()));
+        }
+        let key = (req_id.to_owned(), id.clone());
+        if let Some(info) = self.streams.get(&key) {
+            if info.finished {
+                let v = format!("frame after finish on stream {id} of {req_id}");
+                self.violations.push(v);
+                return Err((846608, "stream already finished".into()));
+            }
+            let age = now.saturating_duration_since(info.opened_at);
+            if self.behaviour.stream_window.is_some_and(|w| age > w) {
+                return Err((846608, "stream message update expired".into()));
+            }
+        }
+        // Final frames count against the per-chat limit; intermediate ones do not.
+        if finish && !self.rate_ok(chat, now) {
+            return Err((846607, "rate limit".into()));
+        }
+        let info = self.streams.entry(key).or_insert(StreamInfo {
+            frames: 0,
+            finished: false,
+            opened_at: now,
+            last_content: String::new(),
+        });
+        info.frames += 1;
+        let (frames, repeated) = (info.frames, finish && info.frames > 1 && content == info.last_content);
+        info.last_content = content;
+        info.finished = finish;
+        if frames > STREAM_MAX_FRAMES {
+            self.violations.push(format!("more than {STREAM_MAX_FRAMES} frames on stream {id}"));
+        }
+        if repeated {
+            // The real server silently drops such a final frame.
+            self.violations.push(format!("final frame equals the previous frame on stream {id}"));
+        }
+        Ok(None)
+    }
+
+    fn send_msg(&mut self, body: &Value, now: Instant) -> Result<Option<Value>, (i64, String)> {
+        let chat = body["chatid"].as_str().unwrap_or("").to_owned();
+        if chat.is_empty() {
+            self.violations.push("aibot_send_msg without chatid".into());
+            return Err((93006, "invalid chatid".into()));
+        }
+        if self.groups.contains(&chat) && !self.behaviour.group_proactive {
+            return Err((600039, "device type not support".into()));
+        }
+        let msgtype = body["msgtype"].as_str().unwrap_or("");
+        match msgtype {
+            "markdown" => {
+                let content = body["markdown"]["content"].as_str().unwrap_or("");
+                if content.len() > MARKDOWN_MAX_BYTES {
+                    self.violations.push(format!("markdown of {} bytes", content.len()));
+                    return Err((45002, "content too large".into()));
+                }
+            }
+            "image" | "file" | "voice" | "video" => {
+                let id = body[msgtype]["media_id"].as_str().unwrap_or("");
+                if !self.media_ids.contains(id) {
+                    self.violations.push(format!("send with unknown media_id {id}"));
+                    return Err((40007, "invalid media_id".into()));
+                }
+            }
+            other => {
+                self.violations.push(format!("send with msgtype `{other}`"));
+                return Err((40008, "invalid message type".into()));
+            }
+        }
+        if !self.rate_ok(&chat, now) {
+            return Err((846607, "rate limit".into()));
+        }
+        Ok(None)
+    }
+
+    fn welcome(
+        &mut self,
+        conn: u64,
+        bot: &str,
+        req_id: &str,
+        now: Instant,
+    ) -> Result<Option<Value>, (i64, String)> {
+        match self.pushed.get(req_id) {
+            Some(p)
+                if p.bot == bot
+                    && p.conn == Some(conn)
+                    && p.event.as_deref() == Some("enter_chat") =>
+            {
+                if now.saturating_duration_since(p.at) > WELCOME_WINDOW {
+                    return Err((846604, "welcome window expired".into()));
+                }
+                Ok(None)
+            }
+            _ => {
+                self.violations.push(format!("welcome on {req_id}, which is not an enter_chat event"));
+                Err((846605, "invalid req_id".into()))
+            }
+        }
+    }
+
+    fn upload_init(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
+        let total_chunks = body["total_chunks"].as_u64().unwrap_or(0);
+        let total_size = body["total_size"].as_u64().unwrap_or(0);
+        let kind = body["type"].as_str().unwrap_or("");
+        let ok = (1..=MAX_CHUNKS).contains(&total_chunks)
+            && total_size > 0
+            && matches!(kind, "image" | "file" | "voice" | "video")
+            && body["md5"].as_str().is_some_and(|m| m.len() == 32)
+            && body["filename"].as_str().is_some_and(|f| !f.is_empty())
+            && total_chunks == total_size.div_ceil(CHUNK_MAX_BYTES as u64);
+        if !ok {
+            self.violations.push(format!("bad upload init: {body}"));
+            return Err((40009, "invalid upload parameters".into()));
+        }
+        let id = self.next_id("upload");
+        self.uploads.insert(
+            id.clone(),
+            UploadState { init: body.clone(), total_chunks, chunks: BTreeMap::new(), order: Vec::new() },
+        );
+        Ok(Some(json!({ "upload_id": id })))
+    }
+
+    fn upload_chunk(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
+        let id = body["upload_id"].as_str().unwrap_or("");
+        let index = body["chunk_index"].as_u64();
+        let data = body["base64_data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        let Some(up) = self.uploads.get_mut(id) else {
+            self.violations.push(format!("chunk for unknown upload {id}"));
+            return Err((40009, "invalid upload_id".into()));
+        };
+        match (index, data) {
+            (Some(i), Some(d)) if i < up.total_chunks && d.len() <= CHUNK_MAX_BYTES && !d.is_empty() => {
+                up.order.push((i, d.len()));
+                up.chunks.insert(i, d);
+                Ok(None)
+            }
+            (i, d) => {
+                let v = format!("bad chunk {i:?} ({:?} bytes) for {id}", d.map(|d| d.len()));
+                self.violations.push(v);
+                Err((40009, "invalid chunk".into()))
+            }
+        }
+    }
+
+    fn upload_finish(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
+        let id = body["upload_id"].as_str().unwrap_or("");
+        let Some(up) = self.uploads.remove(id) else {
+            self.violations.push(format!("finish for unknown upload {id}"));
+            return Err((40009, "invalid upload_id".into()));
+        };
+        let complete = (0..up.total_chunks).all(|i| up.chunks.contains_key(&i));
+        let bytes: Vec<u8> = up.chunks.values().flatten().copied().collect();
+        let md5 = hex::encode(Md5::digest(&bytes));
+        if !complete
+            || up.init["total_size"].as_u64() != Some(bytes.len() as u64)
+            || up.init["md5"].as_str() != Some(md5.as_str())
+        {
+            self.violations.push(format!("upload {id} incomplete or md5/size mismatch"));
+            return Err((40009, "upload verification failed".into()));
+        }
+        let media_id = self.next_id("media");
+        self.media_ids.insert(media_id.clone());
+        let kind = up.init["type"].clone();
+        self.uploads_done.push(Upload { init: up.init, chunks: up.order, bytes, media_id: media_id.clone() });
+        Ok(Some(json!({ "media_id": media_id, "type": kind, "created_at": "2026-01-01T00:00:00Z" })))
+    }
+}
