@@ -4,7 +4,7 @@
 //!
 //! The API runs on `127.0.0.1:0`, records every call, and can be told to misbehave:
 //!
-//! ```ignore
+//! ```text
 //! let emu = FakeWeComApi::start().await;
 //! let app = emu.app("ww-corp-a", 1000002);           // credentials WeCom would issue
 //! app.set_callback_url(format!("http://{addr}/wecom/callback"));

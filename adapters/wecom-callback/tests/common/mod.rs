@@ -25,6 +25,10 @@ pub struct RecordingSink {
     pub admission: Mutex<Option<Admission>>,
     /// While a test holds the write side, `submit` waits (a router that is stuck).
     pub hold: tokio::sync::RwLock<()>,
+    /// While set, `submit` fails with a retryable store error (a router whose store is busy).
+    pub refuse: std::sync::atomic::AtomicBool,
+    /// Messages refused that way.
+    pub refused: Mutex<Vec<InboundMessage>>,
     changed: Notify,
 }
 
@@ -32,6 +36,13 @@ pub struct RecordingSink {
 impl InboundSink for RecordingSink {
     async fn submit(&self, message: InboundMessage) -> Result<Admission, AdapterError> {
         let _held = self.hold.read().await;
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused.lock().unwrap().push(message);
+            self.changed.notify_waiters();
+            return Err(AdapterError::Store(gateway_core::StoreError::Busy(
+                "test".into(),
+            )));
+        }
         self.messages.lock().unwrap().push(message);
         self.changed.notify_waiters();
         Ok(self
@@ -49,12 +60,21 @@ impl RecordingSink {
 
     /// Waits for at least `n` messages (10 s at most).
     pub async fn wait(&self, n: usize) -> Vec<InboundMessage> {
+        self.wait_in(&self.messages, n).await
+    }
+
+    /// Waits for at least `n` refused submissions.
+    pub async fn wait_refused(&self, n: usize) -> Vec<InboundMessage> {
+        self.wait_in(&self.refused, n).await
+    }
+
+    async fn wait_in(&self, list: &Mutex<Vec<InboundMessage>>, n: usize) -> Vec<InboundMessage> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let all = self.all();
+            let all = list.lock().unwrap().clone();
             if all.len() >= n {
                 return all;
             }
