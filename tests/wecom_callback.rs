@@ -368,6 +368,46 @@ fn two_instances_on_one_port_is_a_config_error() {
     assert!(text.contains("port 9645"), "{text}");
 }
 
+#[test]
+fn wecom_callback_environment_variables_fill_the_default_instance() {
+    let key = wecom_emulator::rest::random_encoding_aes_key();
+    let env = move |name: &str| -> Option<String> {
+        let v = match name {
+            "WECOM_CALLBACK_CORP_ID" => "wwEnv",
+            "WECOM_CALLBACK_CORP_SECRET" => "env-secret",
+            "WECOM_CALLBACK_AGENT_ID" => "1000007",
+            "WECOM_CALLBACK_TOKEN" => "env-token",
+            "WECOM_CALLBACK_ENCODING_AES_KEY" => key.as_str(),
+            "WECOM_CALLBACK_PORT" => "9646",
+            "WECOM_CALLBACK_DM_POLICY" => "allowlist",
+            "WECOM_CALLBACK_ALLOWED_USERS" => "wwEnv:zhangsan",
+            _ => return None,
+        };
+        Some(v.to_owned())
+    };
+    let (_, plans) = router::load(None, &registry(), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        (plans[0].spec.name.as_str(), plans[0].spec.kind.as_str()),
+        ("wecom_callback", "wecom_callback")
+    );
+    assert_eq!(plans[0].access.allow_from, ["wwEnv:zhangsan"]);
+    assert_eq!(format!("{:?}", plans[0].access.dm_policy), "Allowlist");
+    // A bad value from the environment is reported against its key.
+    let bad = |name: &str| {
+        (name == "WECOM_CALLBACK_AGENT_ID")
+            .then(|| "abc".to_owned())
+            .or_else(|| env(name))
+    };
+    let err = router::load(None, &registry(), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("platforms.wecom_callback.extra.agent_id") && err.contains("numeric"),
+        "{err}"
+    );
+}
+
 // ---- the real binary ------------------------------------------------------------------------
 
 struct Binary {
