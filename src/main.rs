@@ -1,5 +1,5 @@
 //! The `gateway` binary: the CLI over the router. Subcommands: `run`, `check`, `platforms`,
-//! `chat`, `pairing`, `sessions`.
+//! `chat`, `pairing`, `sessions`, `send`, `setup`, `doctor`, `service`.
 //!
 //! This is the only place that names concrete adapters (one registry line each, in
 //! [`registry`]), and the only place that uses `anyhow`.
@@ -76,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         action: cli::sessions::SessionsAction,
     },
+    /// Add or edit a platform instance and the agent backend (interactive wizard).
+    Setup(Box<cli::setup::SetupArgs>),
+    /// Check config, data dir, ports, network, credentials, clock and agent; print the fixes.
+    Doctor(cli::doctor::DoctorArgs),
+    /// Run the gateway as a service.
+    Service {
+        #[command(subcommand)]
+        action: cli::service::ServiceAction,
+    },
 }
 
 /// The adapter registry of this binary.
@@ -120,6 +129,9 @@ fn main() -> ExitCode {
             Command::Sessions { config, action } => {
                 cli::sessions::sessions(config.as_deref(), action).await
             }
+            Command::Setup(args) => cli::setup::setup(*args, registry()).await,
+            Command::Doctor(args) => cli::doctor::doctor(args, registry()).await,
+            Command::Service { action } => cli::service::service(action),
         }
     });
     match result {

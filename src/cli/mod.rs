@@ -1,10 +1,13 @@
 //! Subcommand implementations.
 
 pub mod chat;
+pub mod doctor;
 pub mod pairing;
 pub mod run;
 pub mod send;
+pub mod service;
 pub mod sessions;
+pub mod setup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
