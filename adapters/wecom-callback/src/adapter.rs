@@ -195,6 +195,13 @@ impl PlatformAdapter for WeComCallbackAdapter {
             intake,
         });
         tasks.spawn(server::serve(listener, state, stop.clone()));
+        let (media_dir, instance) = (ctx.data_dir.join("media"), self.instance.clone());
+        tasks.spawn(async move {
+            let removed = intake::prune_media(&media_dir, intake::MEDIA_RETENTION).await;
+            if removed > 0 {
+                info!(instance = %instance, removed, "Deleted old downloaded media.");
+            }
+        });
         self.warm_tokens(&tasks);
         ctx.health.set_state(InstanceState::Connected);
         info!(instance = %self.instance, addr = %bound, paths = ?paths, apps = self.routes.apps().len(), "WeCom callback server listening.");

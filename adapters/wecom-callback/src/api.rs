@@ -34,6 +34,8 @@ const TRANSPORT_RETRIES: u32 = 2;
 const EARLY_REFRESH: Duration = Duration::from_secs(300);
 /// Timeout of one API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest JSON answer read from the API (real answers are a few hundred bytes).
+const JSON_CAP: usize = 1024 * 1024;
 /// Largest inbound media accepted from `media/get` (the 20 MB file limit).
 pub const MEDIA_GET_CAP: u64 = wecom_common::media::FILE_MAX_BYTES;
 
@@ -335,26 +337,20 @@ impl ApiClient {
         let value = self
             .with_token(app, |token| {
                 let len = bytes.len() as u64;
-                let part = reqwest::multipart::Part::stream_with_length(
-                    reqwest::Body::from(bytes.clone()),
-                    len,
-                )
-                .file_name(filename.to_owned())
-                .mime_str(mime)
-                .unwrap_or_else(|_| {
-                    reqwest::multipart::Part::stream_with_length(
-                        reqwest::Body::from(bytes.clone()),
-                        len,
-                    )
+                let body = reqwest::Body::from(bytes.clone());
+                let part = reqwest::multipart::Part::stream_with_length(body, len)
                     .file_name(filename.to_owned())
+                    .mime_str(mime);
+                let req = part.map(|part| {
+                    self.http
+                        .post(&url)
+                        .query(&[("access_token", token.expose_secret()), ("type", kind)])
+                        .multipart(reqwest::multipart::Form::new().part("media", part))
                 });
-                let form = reqwest::multipart::Form::new().part("media", part);
-                let req = self
-                    .http
-                    .post(&url)
-                    .query(&[("access_token", token.expose_secret()), ("type", kind)])
-                    .multipart(form);
-                async move { read_json(req.send().await.map_err(ApiError::from_reqwest)?).await }
+                async move {
+                    let req = req.map_err(|_| ApiError::BadResponse("invalid MIME type".into()))?;
+                    read_json(req.send().await.map_err(ApiError::from_reqwest)?).await
+                }
             })
             .await?;
         value
@@ -383,9 +379,18 @@ impl ApiClient {
 }
 
 /// Reads a WeCom JSON answer: `errcode` 0 (or absent) is success, anything else an error.
-async fn read_json(resp: reqwest::Response) -> Result<Value, ApiError> {
+async fn read_json(mut resp: reqwest::Response) -> Result<Value, ApiError> {
     let status = resp.status();
-    let text = resp.text().await.map_err(ApiError::from_reqwest)?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ApiError::from_reqwest)? {
+        if body.len() + chunk.len() > JSON_CAP {
+            return Err(ApiError::TooLarge {
+                cap: JSON_CAP as u64,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
     let value: Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(_) if !status.is_success() => return Err(ApiError::Status(status.as_u16())),

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use gateway_core::{
-    AdapterContext, Admission, Attachment, ChatAddress, Content, InboundMessage, MediaKind,
-    PlatformEvent, Sender, StateStore, StoreError,
+    AdapterContext, AdapterError, Admission, Attachment, ChatAddress, Content, InboundMessage,
+    MediaKind, PlatformEvent, Sender, StateStore, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -45,6 +45,9 @@ pub const SHARD_CAPACITY: usize = 64;
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A user gets the welcome text at most once per this period.
 const WELCOME_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Downloaded media older than this is deleted at startup: long enough for any resumed turn,
+/// short enough that the media folder does not grow without bound.
+pub const MEDIA_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts to hand a message to the router when the store is busy.
 const SUBMIT_ATTEMPTS: u32 = 3;
 
@@ -313,9 +316,14 @@ impl Processor {
                 Err(e) if attempt < SUBMIT_ATTEMPTS && e.is_retryable() => {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
-                Err(e) => {
+                Err(e) if e.is_retryable() || matches!(e, AdapterError::Store(_)) => {
                     warn!(instance = %msg.instance, error = %e, "Could not hand a callback to the router; it stays journaled for the next start.");
                     return Err(());
+                }
+                Err(e) => {
+                    // Not a passing condition: keeping it would repeat the failure at every start.
+                    warn!(instance = %msg.instance, error = %e, "The router refused a callback; dropping it.");
+                    return Ok(());
                 }
             }
         };
@@ -431,6 +439,28 @@ impl Processor {
     }
 }
 
+/// Deletes files in `dir` last modified more than `older_than` ago; returns how many.
+pub async fn prune_media(dir: &std::path::Path, older_than: Duration) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let Ok(meta) = entry.metadata().await else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > older_than);
+        if meta.is_file() && old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A file-name-safe version of `s`: ASCII letters, digits, `.`, `-`, `_`, CJK kept; the rest `_`.
 fn sanitize(s: &str) -> String {
     let cleaned: String = s
@@ -457,6 +487,27 @@ mod tests {
         let used: std::collections::HashSet<usize> =
             (0..64).map(|i| shard_of(&format!("user{i}"))).collect();
         assert_eq!(used.len(), SHARDS);
+    }
+
+    #[tokio::test]
+    async fn old_media_is_pruned_and_new_media_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.jpg");
+        std::fs::write(&old, b"x").unwrap();
+        let week_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(week_ago)
+            .unwrap();
+        std::fs::write(dir.path().join("new.jpg"), b"y").unwrap();
+        assert_eq!(prune_media(dir.path(), MEDIA_RETENTION).await, 1);
+        assert!(!old.exists() && dir.path().join("new.jpg").exists());
+        assert_eq!(
+            prune_media(&dir.path().join("missing"), MEDIA_RETENTION).await,
+            0
+        );
     }
 
     #[test]
