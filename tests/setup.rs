@@ -286,6 +286,16 @@ async fn wecom_manual_entry_with_policies_and_home_channel() {
     assert_eq!(rejected, ["home_channel", "home_channel"]);
     #[cfg(unix)]
     assert_eq!(mode(&path), 0o600);
+
+    // `-` removes the home channel on a later run; everything else is kept.
+    let mut again = ScriptedPrompter::new().answer("home_channel", "-");
+    run(&mut again, &path, Some("wecom"), |_| {}).await.unwrap();
+    let v2 = read_yaml(&path);
+    assert!(v2["platforms"]["wecom"].get("home_channel").is_none());
+    assert_eq!(
+        v2["platforms"]["wecom"]["extra"],
+        v["platforms"]["wecom"]["extra"]
+    );
 }
 
 /// A fake of the console's scan-to-create endpoints: `generate` answers `generate`, each poll
@@ -547,6 +557,56 @@ async fn the_bot_is_not_connected_while_a_gateway_owns_it() {
     assert!(!p.asked.contains(&"bot_check"));
 }
 
+#[tokio::test]
+async fn the_bot_is_connected_once_to_check_it_when_no_gateway_runs() {
+    let ws = wecom_emulator::openws::OpenWs::builder()
+        .bot("aibGood", "good-secret")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let url = ws.url();
+    let mut p = ScriptedPrompter::new()
+        .answer("wecom_method", "manual")
+        .answer("bot_id", "aibGood")
+        .answer("bot_secret", "good-secret");
+    run(&mut p, &path, Some("wecom"), |w| {
+        w.verify = true;
+        w.bot_check = None;
+        w.overrides.websocket_url = Some(url.clone());
+    })
+    .await
+    .unwrap();
+    assert!(p.asked.contains(&"bot_check"));
+    assert!(
+        p.transcript()
+            .contains("✓ WeCom accepted the bot's credentials"),
+        "{}",
+        p.transcript()
+    );
+    assert_eq!(ws.subscribes().len(), 1);
+    assert_eq!(
+        read_yaml(&path)["platforms"]["wecom"]["extra"]["websocket_url"],
+        url.as_str()
+    );
+
+    // A wrong secret: a script stops and writes nothing new.
+    let before = std::fs::read_to_string(&path).unwrap();
+    let mut p = ScriptedPrompter::new()
+        .answer("wecom_method", "manual")
+        .answer("bot_secret", "bad-secret");
+    let e = run(&mut p, &path, Some("wecom"), |w| {
+        w.verify = true;
+        w.bot_check = Some(true);
+        w.interactive = false;
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, SetupError::Rejected(_)), "{e}");
+    assert!(!e.to_string().contains("bad-secret"), "{e}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+}
+
 // ---------------------------------------------------------------- agent backends
 
 fn wecom_basics() -> ScriptedPrompter {
@@ -668,6 +728,7 @@ async fn http_backend_with_a_test_request_and_a_failing_one() {
         .answer("agent_test", "yes");
     let e = run(&mut p, &path, Some("wecom"), |w| {
         w.verify = true;
+        w.bot_check = Some(true);
         w.interactive = false;
     })
     .await

@@ -66,7 +66,7 @@ pub fn configure(
     w.prompter.say(
         "Who may talk to the agent through this bot?\n\
          \x20 pairing   — strangers get a one-time code; you approve them with \
-         `gateway pairing approve <code>` (recommended)\n\
+         `gateway pairing approve <instance> <code>` (recommended)\n\
          \x20 allowlist — only the user ids you list\n\
          \x20 open      — anyone in your company who finds the bot uses your agent (and your API budget)\n\
          \x20 disabled  — no direct messages",
@@ -174,11 +174,11 @@ pub fn configure(
     let home = w.prompter.input(
         &Question::new(
             "home_channel",
-            "Home channel for notices (user:ID or group:ID; Enter for none)",
+            "Home channel for notices (user:ID or group:ID; Enter keeps the current one, - for none)",
         )
         .default(str_of(entry, "home_channel"))
         .optional(),
-        &check_home_channel,
+        &|s: &str| if s == "-" { Ok(()) } else { check_home_channel(s) },
     )?;
-    Ok((fields, Some(home).filter(|h| !h.is_empty())))
+    Ok((fields, Some(home).filter(|h| !h.is_empty() && h != "-")))
 }
