@@ -134,23 +134,39 @@ pub trait PlatformAdapter: Send + Sync {
     async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError>;
 
     /// Sends an image. The default degrades to a text notice.
-    async fn send_image(&self, target: &Target, path: &std::path::Path) -> Result<(), AdapterError> {
-        self.send(target, &media_notice(MediaKind::Image, path)).await
+    async fn send_image(
+        &self,
+        target: &Target,
+        path: &std::path::Path,
+    ) -> Result<(), AdapterError> {
+        self.send(target, &media_notice(MediaKind::Image, path))
+            .await
     }
 
     /// Sends a file. The default degrades to a text notice.
     async fn send_file(&self, target: &Target, path: &std::path::Path) -> Result<(), AdapterError> {
-        self.send(target, &media_notice(MediaKind::File, path)).await
+        self.send(target, &media_notice(MediaKind::File, path))
+            .await
     }
 
     /// Sends a voice note. The default degrades to a text notice.
-    async fn send_voice(&self, target: &Target, path: &std::path::Path) -> Result<(), AdapterError> {
-        self.send(target, &media_notice(MediaKind::Voice, path)).await
+    async fn send_voice(
+        &self,
+        target: &Target,
+        path: &std::path::Path,
+    ) -> Result<(), AdapterError> {
+        self.send(target, &media_notice(MediaKind::Voice, path))
+            .await
     }
 
     /// Sends a video. The default degrades to a text notice.
-    async fn send_video(&self, target: &Target, path: &std::path::Path) -> Result<(), AdapterError> {
-        self.send(target, &media_notice(MediaKind::Video, path)).await
+    async fn send_video(
+        &self,
+        target: &Target,
+        path: &std::path::Path,
+    ) -> Result<(), AdapterError> {
+        self.send(target, &media_notice(MediaKind::Video, path))
+            .await
     }
 
     /// Opens the reply channel for an inbound message.
@@ -158,12 +174,18 @@ pub trait PlatformAdapter: Send + Sync {
 
     /// What the platform says about a chat.
     async fn chat_info(&self, chat: &ChatAddress) -> Result<ChatInfo, AdapterError> {
-        Ok(ChatInfo { name: None, is_group: chat.is_group() })
+        Ok(ChatInfo {
+            name: None,
+            is_group: chat.is_group(),
+        })
     }
 }
 
 fn media_notice(kind: MediaKind, path: &std::path::Path) -> OutboundMessage {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     OutboundMessage::text(format!(
         "[{} `{name}` could not be sent: this platform does not support it]",
         kind.as_str()
@@ -322,7 +344,9 @@ pub trait AdapterFactory: Send + Sync {
 
 impl std::fmt::Debug for dyn AdapterFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdapterFactory").field("kind", &self.kind()).finish()
+        f.debug_struct("AdapterFactory")
+            .field("kind", &self.kind())
+            .finish()
     }
 }
 

@@ -27,7 +27,10 @@ impl TokioClock {
 
     /// Starts at `wall` (tests use fixed dates, e.g. for daily resets).
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Self { base_wall: wall, base: tokio::time::Instant::now() }
+        Self {
+            base_wall: wall,
+            base: tokio::time::Instant::now(),
+        }
     }
 
     /// As a shared trait object.

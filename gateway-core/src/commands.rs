@@ -40,7 +40,11 @@ pub fn strip_leading_mentions(text: &str) -> &str {
 /// Parses a gateway command. In groups a leading `@name` is stripped first. A command may carry
 /// a `@botname` suffix (`/stop@bot`). Unknown commands return `None` and go to the agent.
 pub fn parse(text: &str, is_group: bool) -> Option<Command> {
-    let text = if is_group { strip_leading_mentions(text) } else { text.trim() };
+    let text = if is_group {
+        strip_leading_mentions(text)
+    } else {
+        text.trim()
+    };
     let word = text.strip_prefix('/')?.split_whitespace().next()?;
     let name = word.split('@').next().unwrap_or(word).to_ascii_lowercase();
     match name.as_str() {

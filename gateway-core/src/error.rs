@@ -17,7 +17,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// A new error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// The same error with `prefix` prepended to its path.

@@ -42,12 +42,18 @@ pub struct ChatAddress {
 impl ChatAddress {
     /// A DM with `user_id`.
     pub fn dm(user_id: impl Into<String>) -> Self {
-        Self { kind: ChatKind::Dm, chat_id: user_id.into() }
+        Self {
+            kind: ChatKind::Dm,
+            chat_id: user_id.into(),
+        }
     }
 
     /// The group chat `chat_id`.
     pub fn group(chat_id: impl Into<String>) -> Self {
-        Self { kind: ChatKind::Group, chat_id: chat_id.into() }
+        Self {
+            kind: ChatKind::Group,
+            chat_id: chat_id.into(),
+        }
     }
 
     /// True for a group chat.
@@ -69,7 +75,10 @@ pub struct Sender {
 impl Sender {
     /// A sender known only by id.
     pub fn new(user_id: impl Into<String>) -> Self {
-        Self { user_id: user_id.into(), display_name: None }
+        Self {
+            user_id: user_id.into(),
+            display_name: None,
+        }
     }
 }
 
@@ -246,10 +255,16 @@ impl InboundMessage {
             Content::Text { text } | Content::Media { text, .. } | Content::Mixed { text, .. } => {
                 text.clone()
             }
-            Content::Location { latitude, longitude, label } => {
-                format!("[location] {label} ({latitude}, {longitude})").replace("  ", " ")
-            }
-            Content::Link { title, description, url } => {
+            Content::Location {
+                latitude,
+                longitude,
+                label,
+            } => format!("[location] {label} ({latitude}, {longitude})").replace("  ", " "),
+            Content::Link {
+                title,
+                description,
+                url,
+            } => {
                 if description.is_empty() {
                     format!("[link] {title}\n{url}")
                 } else {
@@ -381,13 +396,25 @@ mod tests {
 
     #[test]
     fn targets_parse_with_and_without_prefix() {
-        assert_eq!(Target::parse("alice").unwrap(), Target::User("alice".into()));
-        assert_eq!(Target::parse("USER:bob").unwrap(), Target::User("bob".into()));
-        assert_eq!(Target::parse("group:wrX").unwrap(), Target::Group("wrX".into()));
+        assert_eq!(
+            Target::parse("alice").unwrap(),
+            Target::User("alice".into())
+        );
+        assert_eq!(
+            Target::parse("USER:bob").unwrap(),
+            Target::User("bob".into())
+        );
+        assert_eq!(
+            Target::parse("group:wrX").unwrap(),
+            Target::Group("wrX".into())
+        );
         assert_eq!(Target::parse("party:2").unwrap(), Target::Party("2".into()));
         assert_eq!(Target::parse("tag:7").unwrap(), Target::Tag("7".into()));
         assert_eq!(Target::parse("@all").unwrap(), Target::All);
-        assert_eq!(Target::parse("ww123:zhang").unwrap(), Target::User("ww123:zhang".into()));
+        assert_eq!(
+            Target::parse("ww123:zhang").unwrap(),
+            Target::User("ww123:zhang".into())
+        );
         assert!(Target::parse("user:").is_err());
         assert_eq!(Target::parse("group:wrX").unwrap().to_string(), "group:wrX");
     }

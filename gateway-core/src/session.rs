@@ -60,7 +60,12 @@ pub struct ResetPolicy {
 
 impl Default for ResetPolicy {
     fn default() -> Self {
-        Self { mode: ResetMode::Idle, idle_minutes: 1440, at_hour: 4, utc_offset_hours: 8 }
+        Self {
+            mode: ResetMode::Idle,
+            idle_minutes: 1440,
+            at_hour: 4,
+            utc_offset_hours: 8,
+        }
     }
 }
 
@@ -96,7 +101,11 @@ impl ResetPolicy {
             .with_minute(0)?
             .with_second(0)?
             .with_nanosecond(0)?;
-        let boundary = if today <= local { today } else { today - chrono::Duration::days(1) };
+        let boundary = if today <= local {
+            today
+        } else {
+            today - chrono::Duration::days(1)
+        };
         Some(boundary.with_timezone(&Utc))
     }
 }
@@ -262,7 +271,9 @@ pub struct SessionEngine {
 
 impl std::fmt::Debug for SessionEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionEngine").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("SessionEngine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -314,7 +325,9 @@ impl SessionEngine {
             Some((cancel, _)) => {
                 entry.queue.push_back(job);
                 match busy_mode {
-                    BusyMode::Queue => SubmitOutcome::Queued { position: entry.queue.len() },
+                    BusyMode::Queue => SubmitOutcome::Queued {
+                        position: entry.queue.len(),
+                    },
                     BusyMode::Interrupt => {
                         cancel.cancel(CancelReason::Interrupted);
                         SubmitOutcome::Interrupted
@@ -364,7 +377,9 @@ impl SessionEngine {
 
     fn spawn_worker(&self, key: String, first: TurnJob, cancel: TurnCancel) {
         let this = self.clone();
-        self.inner.tracker.spawn(async move { this.worker(key, first, cancel).await });
+        self.inner
+            .tracker
+            .spawn(async move { this.worker(key, first, cancel).await });
     }
 
     /// Runs the turns of one key back to back until its queue is empty. The hand-off to the next
@@ -382,7 +397,9 @@ impl SessionEngine {
             drop(permit);
 
             let mut st = self.lock();
-            let Some(entry) = st.keys.get_mut(&key) else { break };
+            let Some(entry) = st.keys.get_mut(&key) else {
+                break;
+            };
             match entry.queue.pop_front() {
                 Some(job) => {
                     let cancel = TurnCancel::default();
@@ -405,10 +422,16 @@ impl SessionEngine {
             let mut st = self.lock();
             st.draining = true;
             // Queued messages would wait behind whole turns; leave them to the next start.
-            st.keys.values_mut().flat_map(|e| e.queue.drain(..)).collect::<Vec<_>>()
+            st.keys
+                .values_mut()
+                .flat_map(|e| e.queue.drain(..))
+                .collect::<Vec<_>>()
         };
         self.inner.tracker.close();
-        if tokio::time::timeout(deadline, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             {
                 let st = self.lock();
                 for (cancel, _) in st.keys.values().filter_map(|e| e.running.as_ref()) {

@@ -78,7 +78,11 @@ impl InboxEntry {
 
     /// A new entry for `message`.
     pub fn new(message: InboundMessage, now: DateTime<Utc>) -> Self {
-        Self { id: Self::id_for(&message), message, received_at: now }
+        Self {
+            id: Self::id_for(&message),
+            message,
+            received_at: now,
+        }
     }
 }
 
