@@ -66,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         action: cli::pairing::PairingAction,
     },
+    /// Try it all with no account: an emulated WeCom, a gateway with both adapters, a chat.
+    Sandbox(cli::sandbox::SandboxArgs),
     /// Send a proactive message (through the running gateway when there is one).
     Send(cli::send::SendArgs),
     /// Inspect and reset conversation sessions.
@@ -99,11 +101,10 @@ fn main() -> ExitCode {
     // the first TLS connection panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    // The terminal chat keeps stderr for warnings; everything else logs at info.
-    let level = if matches!(cli.command, Command::Chat { .. }) {
-        "warn"
-    } else {
-        "info"
+    // The terminal chats keep stderr for warnings; everything else logs at info.
+    let level = match cli.command {
+        Command::Chat { .. } | Command::Sandbox(_) => "warn",
+        _ => "info",
     };
     logging::init(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
             Command::Platforms => cli::run::platforms(),
             Command::Chat { config, once } => cli::chat::chat(config.as_deref(), once).await,
             Command::Send(args) => cli::send::send(args).await,
+            Command::Sandbox(args) => cli::sandbox::sandbox(args).await,
             Command::Pairing { config, action } => {
                 cli::pairing::pairing(config.as_deref(), action).await
             }

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod doctor;
 pub mod pairing;
 pub mod run;
+pub mod sandbox;
 pub mod send;
 pub mod service;
 pub mod sessions;
