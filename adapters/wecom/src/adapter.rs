@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use wecom_common::media::{FILE_MAX_BYTES, IMAGE_MAX_BYTES, STREAM_FRAME_MAX_BYTES, VIDEO_MAX_BYTES, VOICE_MAX_BYTES};
 
 use crate::config::WeComConfig;
-use crate::conn::{Command, Link, ProxyChoice, Runner};
+use crate::conn::{Command, Connector, Link, NetConnector, ProxyChoice, Runner};
 use crate::media::MediaStore;
 use crate::protocol::{Incoming, Outgoing};
 use crate::ratelimit::RateLimiter;
@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) limiter: RateLimiter,
     pub(crate) tasks: TaskTracker,
     pub(crate) stop: Mutex<CancellationToken>,
+    /// How connections are opened (the network, unless a test substitutes one).
+    pub(crate) connector: Arc<dyn Connector>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,8 +82,11 @@ pub(crate) fn to_adapter_error(e: ReqError) -> AdapterError {
 }
 
 impl Inner {
-    pub(crate) fn new(instance: &str, cfg: WeComConfig) -> Self {
+    pub(crate) fn new(instance: &str, cfg: WeComConfig, connector: Option<Arc<dyn Connector>>) -> Self {
         let limiter = RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_reserve);
+        let connector = connector.unwrap_or_else(|| {
+            Arc::new(NetConnector::new(ProxyChoice::from_config(cfg.proxy.as_deref())))
+        });
         Self {
             instance: instance.to_owned(),
             cfg,
@@ -92,6 +97,7 @@ impl Inner {
             limiter,
             tasks: TaskTracker::new(),
             stop: Mutex::new(CancellationToken::new()),
+            connector,
         }
     }
 
@@ -237,9 +243,14 @@ pub struct WeComAdapter {
 }
 
 impl WeComAdapter {
-    /// An adapter for `instance` with a validated config.
+    /// An adapter for `instance` with a validated config, connecting over the network.
     pub fn new(instance: &str, cfg: WeComConfig) -> Self {
-        Self { inner: Arc::new(Inner::new(instance, cfg)) }
+        Self { inner: Arc::new(Inner::new(instance, cfg, None)) }
+    }
+
+    /// An adapter that opens its connections through `connector`.
+    pub fn with_connector(instance: &str, cfg: WeComConfig, connector: Arc<dyn Connector>) -> Self {
+        Self { inner: Arc::new(Inner::new(instance, cfg, Some(connector))) }
     }
 
     fn chat_of(target: &Target) -> Result<ChatAddress, AdapterError> {
@@ -312,7 +323,7 @@ impl PlatformAdapter for WeComAdapter {
             instance: inner.instance.clone(),
             session,
             url: cfg.websocket_url.clone(),
-            proxy: ProxyChoice::from_config(cfg.proxy.as_deref()),
+            connector: inner.connector.clone(),
             connect_timeout: cfg.connect_timeout(),
             request_timeout: cfg.request_timeout(),
             cmds: cmd_rx,

@@ -6,9 +6,12 @@
 //! Socket endings of every kind (close frame, closing, already closed, read error, EOF) are
 //! terminal for that socket and go through the backoff; nothing spins (§6.1, commit `8dca28775`).
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use gateway_core::health::{HealthReporter, InstanceState};
 use gateway_core::AdapterError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -53,7 +56,7 @@ pub(crate) enum Link {
 
 /// Which proxy to use for the WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ProxyChoice {
+pub enum ProxyChoice {
     /// `HTTPS_PROXY` / `ALL_PROXY` (and `HTTP_PROXY` for `ws://`), honouring `NO_PROXY`.
     FromEnv,
     /// Never use a proxy.
@@ -64,7 +67,7 @@ pub(crate) enum ProxyChoice {
 
 impl ProxyChoice {
     /// From the `proxy` config key.
-    pub(crate) fn from_config(value: Option<&str>) -> Self {
+    pub fn from_config(value: Option<&str>) -> Self {
         match value.map(str::trim) {
             None | Some("") => ProxyChoice::FromEnv,
             Some(v) if v.eq_ignore_ascii_case("none") => ProxyChoice::Direct,
@@ -76,15 +79,61 @@ impl ProxyChoice {
 /// Notice sent when the inbound queue is full, so the user is not silently ignored.
 const BUSY_NOTICE: &str = "⚠️ I am receiving too many messages right now; please send this again in a minute.";
 
-/// The socket type after dialling.
+/// The socket type after dialling over the network.
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The sending half of an open WebSocket.
+pub type WsSink = Pin<Box<dyn Sink<Message, Error = WsError> + Send>>;
+/// The receiving half of an open WebSocket.
+pub type WsStream = Pin<Box<dyn Stream<Item = Result<Message, WsError>> + Send>>;
+
+/// Opens the WebSocket to the endpoint. The adapter uses [`NetConnector`] (TCP, TLS, proxy);
+/// tests that run under paused time substitute an in-memory transport, because kernel sockets
+/// let tokio's auto-advancing clock fire timers while bytes are still in flight.
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// Connects to `url` and completes the WebSocket handshake.
+    fn connect<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(WsSink, WsStream), DialError>>;
+}
+
+/// The network connector: direct, or through an HTTP CONNECT proxy.
+#[derive(Debug, Clone)]
+pub struct NetConnector {
+    proxy: ProxyChoice,
+}
+
+impl NetConnector {
+    /// A connector using `proxy`.
+    pub fn new(proxy: ProxyChoice) -> Self {
+        Self { proxy }
+    }
+}
+
+impl Connector for NetConnector {
+    fn connect<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(WsSink, WsStream), DialError>> {
+        Box::pin(async move {
+            let (sink, stream) = dial(url, &self.proxy).await?.split();
+            Ok((Box::pin(sink) as WsSink, Box::pin(stream) as WsStream))
+        })
+    }
+}
+
+/// Completes the client handshake for `url` over an already open byte stream (used by tests
+/// with an in-memory transport).
+pub async fn websocket_over<S>(url: &str, io: S) -> Result<(WsSink, WsStream), DialError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (ws, _) = tokio_tungstenite::client_async(url, io).await.map_err(handshake_error)?;
+    let (sink, stream) = ws.split();
+    Ok((Box::pin(sink), Box::pin(stream)))
+}
 
 /// Everything the runner needs.
 pub(crate) struct Runner {
     pub(crate) instance: String,
     pub(crate) session: Session<Waiter>,
     pub(crate) url: String,
-    pub(crate) proxy: ProxyChoice,
+    pub(crate) connector: Arc<dyn Connector>,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) cmds: mpsc::Receiver<Command>,
@@ -126,11 +175,11 @@ impl Runner {
             }
             let _ = self.link.send_replace(Link::Down);
             let dialed = tokio::select! {
-                r = tokio::time::timeout(self.connect_timeout, dial(&self.url, &self.proxy)) => r,
+                r = tokio::time::timeout(self.connect_timeout, self.connector.connect(&self.url)) => r,
                 () = self.stop.cancelled() => break,
             };
             let ended = match dialed {
-                Ok(Ok(ws)) => self.serve(ws).await,
+                Ok(Ok((sink, stream))) => self.serve(sink, stream).await,
                 Ok(Err(e)) => {
                     warn!(instance = %self.instance, error = %e, "Could not open the WeCom connection.");
                     self.health.error(format!("connect: {e}"));
@@ -218,8 +267,7 @@ impl Runner {
     }
 
     /// Serves one socket until it ends.
-    async fn serve(&mut self, ws: Ws) -> Ended {
-        let (mut sink, mut stream) = ws.split();
+    async fn serve(&mut self, mut sink: WsSink, mut stream: WsStream) -> Ended {
         let acts = self.session.on_connected(Instant::now());
         if let Some(end) = self.apply(acts, &mut sink).await {
             return end;
@@ -397,21 +445,32 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Why dialling failed. Texts name hosts, never credentials.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DialError {
+#[non_exhaustive]
+pub enum DialError {
+    /// The endpoint is not a `ws://` or `wss://` URL.
     #[error("bad endpoint URL")]
     BadUrl,
+    /// The proxy URL is not usable.
     #[error("unsupported proxy `{0}`: use an http:// proxy or set proxy: none")]
     BadProxy(String),
+    /// The proxy refused or failed.
     #[error("proxy {host}: {detail}")]
-    Proxy { host: String, detail: String },
+    Proxy {
+        /// The proxy host.
+        host: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A network error.
     #[error("{0}")]
     Io(String),
+    /// The WebSocket handshake failed.
     #[error("WebSocket handshake: {0}")]
     Handshake(String),
 }
 
 /// Dials `url`, through a proxy when one applies.
-pub(crate) async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
+async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
     let uri: Uri = url.parse().map_err(|_| DialError::BadUrl)?;
     let secure = match uri.scheme_str() {
         Some("wss") => true,

@@ -33,10 +33,35 @@ pub mod upload;
 
 pub use adapter::WeComAdapter;
 pub use config::WeComConfig;
+pub use conn::{websocket_over, Connector, DialError, NetConnector, ProxyChoice, WsSink, WsStream};
 
 /// Builds `wecom` adapters (kind `wecom`).
 #[derive(Debug, Default)]
 pub struct WeComFactory;
+
+impl WeComFactory {
+    /// A factory whose adapters open their connections through `connector` instead of the
+    /// network (tests under paused time use an in-memory transport).
+    pub fn with_connector(connector: Arc<dyn Connector>) -> WeComFactoryWith {
+        WeComFactoryWith { connector }
+    }
+}
+
+/// A [`WeComFactory`] with a substituted [`Connector`].
+#[derive(Debug, Clone)]
+pub struct WeComFactoryWith {
+    connector: Arc<dyn Connector>,
+}
+
+fn parse_config(extra: serde_json::Value) -> Result<WeComConfig, Vec<ConfigError>> {
+    let mut cfg: WeComConfig = gateway_core::adapter::parse_extra(extra).map_err(|e| vec![e])?;
+    let errors = cfg.validate();
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
 
 impl AdapterFactory for WeComFactory {
     fn kind(&self) -> &'static str {
@@ -60,12 +85,33 @@ impl AdapterFactory for WeComFactory {
         instance: &InstanceSpec,
         extra: serde_json::Value,
     ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
-        let mut cfg: WeComConfig =
-            gateway_core::adapter::parse_extra(extra).map_err(|e| vec![e])?;
-        let errors = cfg.validate();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Arc::new(WeComAdapter::new(&instance.name, cfg)))
+        Ok(Arc::new(WeComAdapter::new(&instance.name, parse_config(extra)?)))
+    }
+}
+
+impl AdapterFactory for WeComFactoryWith {
+    fn kind(&self) -> &'static str {
+        WeComFactory.kind()
+    }
+
+    fn description(&self) -> &'static str {
+        WeComFactory.description()
+    }
+
+    fn config_keys(&self) -> &'static [ConfigKey] {
+        config::CONFIG_KEYS
+    }
+
+    fn policy_env(&self) -> &'static [(&'static str, &'static str)] {
+        config::POLICY_ENV
+    }
+
+    fn build(
+        &self,
+        instance: &InstanceSpec,
+        extra: serde_json::Value,
+    ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
+        let cfg = parse_config(extra)?;
+        Ok(Arc::new(WeComAdapter::with_connector(&instance.name, cfg, self.connector.clone())))
     }
 }

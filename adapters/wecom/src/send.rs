@@ -18,7 +18,8 @@ pub(crate) struct Via {
     /// Try a markdown reply on this `req_id` first (a stream failed with 600039 there: the
     /// client cannot show streams, but a markdown reply may work).
     pub first: Option<String>,
-    /// Never use this `req_id` (its window expired).
+    /// Do not use this `req_id` as the chat's latest route (its stream failed); `first` may still
+    /// name it.
     pub avoid: Option<String>,
     /// The lane of the rate limit (replies and notices use the control lane).
     pub control: bool,
@@ -53,9 +54,9 @@ impl Inner {
         // 2. The chat's latest req_id on the live connection.
         let mut passive = Vec::new();
         passive.extend(via.first.clone());
-        passive.extend(self.fresh_route(chat));
+        passive.extend(self.fresh_route(chat).filter(|r| via.avoid.as_deref() != Some(r.as_str())));
         for req_id in passive {
-            if via.avoid.as_deref() == Some(req_id.as_str()) || tried.contains(&req_id) {
+            if tried.contains(&req_id) {
                 continue;
             }
             tried.push(req_id.clone());

@@ -178,7 +178,7 @@ impl StreamSink {
             let mut st = PumpState::new(&inner, false);
             if seed {
                 let frame = st.bubbles.seed(Instant::now());
-                send_frames(&inner, &target, &mut st, vec![frame]).await;
+                st.outstanding = send_frames(&inner, &target, &mut st, vec![frame]).await;
             }
             run_pump(inner, target, st, text_rx, stop_rx).await
         });

@@ -39,13 +39,14 @@ pub use state::{Match, Received, Subscribe, Upload, STREAM_MAX_BYTES, WELCOME_WI
 use server::Shared;
 use state::{PushedInfo, State};
 
-/// How long the `wait_*` helpers wait before failing the test.
+/// How long the `wait_*` helpers wait by default before failing the test.
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Configures an [`OpenWs`] before it starts.
 #[derive(Debug, Default)]
 pub struct OpenWsBuilder {
     bots: Vec<(String, String)>,
+    patience: Option<Duration>,
 }
 
 impl OpenWsBuilder {
@@ -56,8 +57,16 @@ impl OpenWsBuilder {
         self
     }
 
+    /// How long the `wait_*` helpers wait (tokio time) before failing; 30 s by default. Tests
+    /// under paused time that wait through minutes of backoff raise it.
+    pub fn patience(mut self, wait: Duration) -> Self {
+        self.patience = Some(wait);
+        self
+    }
+
     /// Binds the WebSocket server and the media host on 127.0.0.1, port 0.
     pub async fn start(self) -> OpenWs {
+        let patience = self.patience.unwrap_or(WAIT);
         let mut bots = self.bots;
         if bots.is_empty() {
             bots.push(("bot-1".into(), "secret-1".into()));
@@ -76,7 +85,23 @@ impl OpenWsBuilder {
         let library: media::Library = Arc::default();
         let media_addr =
             media::start(library.clone(), stop.clone()).await.expect("bind the media host");
-        OpenWs { shared, ws_addr, media_addr, library, default_bot, stop }
+        OpenWs { shared, ws_addr, media_addr, library, default_bot, stop, patience }
+    }
+}
+
+/// Opens in-memory connections to an [`OpenWs`] (see [`OpenWs::in_memory`]).
+#[derive(Debug, Clone)]
+pub struct InMemoryDialer {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl InMemoryDialer {
+    /// A new connection: the client end of a duplex stream whose server end is being served.
+    pub fn connect(&self) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(server::serve_io(server, self.shared.clone(), self.stop.clone()));
+        client
     }
 }
 
@@ -98,6 +123,7 @@ pub struct OpenWs {
     library: media::Library,
     default_bot: String,
     stop: CancellationToken,
+    patience: Duration,
 }
 
 impl Drop for OpenWs {
@@ -144,6 +170,13 @@ impl OpenWs {
     /// The `ws://` URL to configure as `websocket_url`.
     pub fn url(&self) -> String {
         format!("ws://{}", self.ws_addr)
+    }
+
+    /// A dialer that reaches this server over in-memory streams instead of TCP. Tests under
+    /// paused tokio time use it: with kernel sockets the auto-advancing clock can fire timers
+    /// while bytes are still in flight.
+    pub fn in_memory(&self) -> InMemoryDialer {
+        InMemoryDialer { shared: self.shared.clone(), stop: self.stop.clone() }
     }
 
     /// The push helpers of another configured bot.
@@ -377,9 +410,10 @@ impl OpenWs {
             .collect()
     }
 
-    /// Waits until `pred` holds over the received frames (30 s at most), returning them.
+    /// Waits until `pred` holds over the received frames (see [`OpenWsBuilder::patience`]),
+    /// returning them.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let waited = tokio::time::timeout(WAIT, async {
+        let waited = tokio::time::timeout(self.patience, async {
             loop {
                 let notified = self.shared.changed.notified();
                 let frames = self.frames();

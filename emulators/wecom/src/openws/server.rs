@@ -37,18 +37,23 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop
         let Ok((tcp, _)) = accepted else { continue };
         let shared = shared.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
-            serve(ws, shared, stop).await;
-        });
+        tokio::spawn(serve_io(tcp, shared, stop));
     }
 }
 
-async fn serve(
-    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) {
+/// Serves one client over any byte stream (TCP, or an in-memory duplex for paused-time tests).
+pub(crate) async fn serve_io<S>(io: S, shared: Arc<Shared>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(ws) = tokio_tungstenite::accept_async(io).await else { return };
+    serve(ws, shared, stop).await;
+}
+
+async fn serve<S>(ws: tokio_tungstenite::WebSocketStream<S>, shared: Arc<Shared>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut stream) = ws.split();
     // The emulator is a test tool: its per-connection write queue is unbounded so that pushes
     // from synchronous test code never block or fail.

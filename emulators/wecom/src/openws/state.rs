@@ -374,9 +374,6 @@ impl State {
         let delay = self.behaviour.ack_delay;
         let reply = |text: String| vec![Write { conn, out: Out::Text(text), delay }];
 
-        if cmd == "aibot_subscribe" {
-            return self.subscribe(conn, &frame, &req_id);
-        }
         if cmd == "ping" {
             return if self.behaviour.answer_pings {
                 vec![Write { conn, out: Out::Text(answer(&req_id, 0, "ok", None)), delay: Duration::ZERO }]
@@ -384,9 +381,6 @@ impl State {
                 Vec::new()
             };
         }
-        let Some(bot) = bot else {
-            return reply(answer(&req_id, 846609, "aibot websocket not subscribed", None));
-        };
         // Scripted behaviour first.
         if let Some(i) = self.rules.iter().position(|r| r.remaining > 0 && r.matcher.matches(&frame)) {
             self.rules[i].remaining -= 1;
@@ -395,6 +389,12 @@ impl State {
                 None => Vec::new(),
             };
         }
+        if cmd == "aibot_subscribe" {
+            return self.subscribe(conn, &frame, &req_id);
+        }
+        let Some(bot) = bot else {
+            return reply(answer(&req_id, 846609, "aibot websocket not subscribed", None));
+        };
         let result = match cmd.as_str() {
             "aibot_respond_msg" => self.respond(conn, &bot, &req_id, &frame["body"], now),
             "aibot_send_msg" => self.send_msg(&frame["body"], now),

@@ -1,0 +1,282 @@
+//! Acceptance 1 (subscribe, device id, auth failure), pre-ACK frames, the proxy, and two bots
+//! side by side (acceptance 6, second half).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wecom_emulator::openws::{Chat, OpenWs};
+
+use super::support::TestGateway;
+use super::{health_of, instance, poll_http, registry, start, yaml};
+
+#[tokio::test]
+async fn subscribe_carries_credentials_and_a_device_id_that_survives_reconnects_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let first = emu.subscribes()[0].clone();
+    assert_eq!(
+        (first.bot_id.as_str(), first.secret.as_str()),
+        ("bot-1", "secret-1")
+    );
+    assert_eq!(first.device_id.len(), 32);
+    assert!(first.device_id.chars().all(|c| c.is_ascii_hexdigit()));
+
+    // A dropped socket: reconnect, same device id.
+    assert!(emu.drop_connection());
+    let subs = emu.wait_subscribed(2).await;
+    assert_eq!(subs[1].device_id, first.device_id);
+    assert_ne!(subs[1].conn, subs[0].conn);
+    // Still serving after the reconnect.
+    let p = emu.push_text(Chat::dm("alice"), "after reconnect");
+    assert_eq!(
+        emu.expect_reply(&p.req_id).await.text(),
+        "echo: after reconnect"
+    );
+    gw.stop().await;
+
+    // A new process on the same data dir: same device id again.
+    let y = yaml(
+        "",
+        "",
+        &instance("wecom", &emu.url(), "bot-1", "secret-1", ""),
+    );
+    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
+    let subs = emu.wait_subscribed(3).await;
+    assert_eq!(subs[2].device_id, first.device_id);
+    gw.stop().await;
+
+    // Another data dir (another deployment) gets its own.
+    let other = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start_with(other.path(), &y, &registry()).await;
+    let subs = emu.wait_subscribed(4).await;
+    assert_ne!(subs[3].device_id, first.device_id);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_shows_as_an_auth_failure_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let y = yaml(
+        "",
+        "",
+        &instance("wecom", &emu.url(), "bot-1", "not-the-secret", ""),
+    );
+    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
+    let body = poll_http(gw.http, "/health", "auth_failed", |b| {
+        b.contains("auth_failed")
+    })
+    .await;
+    let h = health_of(&body, "wecom");
+    assert_eq!(h["state"], "auth_failed");
+    assert!(h["hint"].as_str().unwrap().contains("secret"), "{h}");
+    assert!(h["last_error"].as_str().unwrap().contains("40013"), "{h}");
+    assert!(
+        !body.contains("not-the-secret"),
+        "the secret never shows: {body}"
+    );
+    assert!(!emu.subscribes()[0].accepted);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_real_binary_logs_an_auth_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "gateway:\n  data_dir: {}\n  listen: 127.0.0.1:{port}\n{}",
+        dir.path().join("data").display(),
+        yaml(
+            "",
+            "",
+            &instance("wecom", &emu.url(), "bot-1", "wrong-secret-xyz", "")
+        )
+    );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Logs go to stdout or stderr depending on the logging setup: read both.
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut readers = Vec::new();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let lines = lines.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        }));
+    }
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("refused the bot credentials"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    let log = lines.lock().unwrap().join("\n");
+    assert!(found.is_ok(), "no auth failure in the log:\n{log}");
+    assert!(
+        !log.contains("wrong-secret-xyz"),
+        "the secret must never be logged"
+    );
+    let body = health.unwrap().text().await.unwrap();
+    assert_eq!(health_of(&body, "wecom")["state"], "auth_failed", "{body}");
+}
+
+#[tokio::test]
+async fn callbacks_that_arrive_before_the_subscribe_ack_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    // Pushed while no connection exists: the emulator sends it right before the ACK.
+    let p = emu.push_text(Chat::dm("early"), "first!");
+    let gw = start(&emu, dir.path(), "", "").await;
+    assert_eq!(emu.expect_reply(&p.req_id).await.text(), "echo: first!");
+    gw.stop().await;
+}
+
+/// A minimal HTTP CONNECT proxy; records the CONNECT lines it served.
+async fn connect_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if client.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_owned());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn a_configured_proxy_carries_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let (proxy, seen) = connect_proxy().await;
+    let gw = start(&emu, dir.path(), "", &format!("      proxy: \"{proxy}\"\n")).await;
+    let port = emu.url().rsplit(':').next().unwrap().to_owned();
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1")
+    );
+    let p = emu.push_text(Chat::dm("alice"), "through the proxy");
+    assert_eq!(
+        emu.expect_reply(&p.req_id).await.text(),
+        "echo: through the proxy"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn two_bots_run_side_by_side_without_crossing_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-a", "secret-a")
+        .bot("bot-b", "secret-b")
+        .start()
+        .await;
+    let platforms = format!(
+        "{}{}",
+        instance("sales", &emu.url(), "bot-a", "secret-a", ""),
+        instance("support", &emu.url(), "bot-b", "secret-b", "")
+    );
+    let gw = TestGateway::start_with(dir.path(), &yaml("", "", &platforms), &registry()).await;
+    let a = emu.bot("bot-a").wait_subscribed(1).await;
+    let b = emu.bot("bot-b").wait_subscribed(1).await;
+    assert_ne!(a[0].device_id, b[0].device_id);
+    // The same user, in both bots, at the same time; a group with the same id in both.
+    let pa = emu.bot("bot-a").push_text(Chat::dm("alice"), "to sales");
+    let pb = emu.bot("bot-b").push_text(Chat::dm("alice"), "to support");
+    let ga = emu
+        .bot("bot-a")
+        .push_text(Chat::group("g1", "bob"), "@sales hi");
+    let gb = emu
+        .bot("bot-b")
+        .push_text(Chat::group("g1", "bob"), "@support hi");
+    for (p, bot, text) in [
+        (&pa, "bot-a", "echo: to sales"),
+        (&pb, "bot-b", "echo: to support"),
+        (&ga, "bot-a", "echo: hi"),
+        (&gb, "bot-b", "echo: hi"),
+    ] {
+        let r = emu.expect_reply(&p.req_id).await;
+        assert_eq!(r.text(), text);
+        assert!(
+            r.frames.iter().all(|f| f.bot.as_deref() == Some(bot)),
+            "reply on the wrong connection"
+        );
+    }
+    let health = poll_http(gw.http, "/health", "both up", |b| {
+        b.matches("\"connected\"").count() == 2
+    })
+    .await;
+    assert_eq!(health_of(&health, "sales")["state"], "connected");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}

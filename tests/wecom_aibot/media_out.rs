@@ -1,0 +1,161 @@
+//! Acceptance 6, first half: outbound media through the router's send endpoint — the upload
+//! sequence (chunk count, 0-based indices, md5), passive vs proactive delivery, and the
+//! downgrade and refusal rules.
+
+use md5::{Digest, Md5};
+use serde_json::json;
+use wecom_emulator::openws::{Chat, OpenWs};
+
+use super::{admin_send, start};
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test]
+async fn a_file_is_uploaded_in_chunks_and_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let data: Vec<u8> = (0..(MIB + MIB / 5)).map(|i| (i * 31 % 256) as u8).collect();
+    let path = dir.path().join("report.bin");
+    std::fs::write(&path, &data).unwrap();
+    let (status, body) = admin_send(
+        gw.http,
+        &dir.path().join("data"),
+        json!({"platform":"wecom","to":"user:alice","file":path}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let up = &emu.uploads()[0];
+    assert_eq!(up.init["type"], "file");
+    assert_eq!(up.init["filename"], "report.bin");
+    assert_eq!(up.init["total_size"], data.len());
+    assert_eq!(up.init["total_chunks"], 3);
+    assert_eq!(up.init["md5"], hex::encode(Md5::digest(&data)));
+    let indices: Vec<u64> = up.chunks.iter().map(|c| c.0).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    assert!(up.chunks.iter().all(|c| c.1 <= 512 * 1024));
+    assert_eq!(up.bytes, data);
+    // alice never wrote: a proactive send with the media id.
+    let sent = emu.sent_to("alice");
+    assert_eq!(
+        sent[0].body(),
+        &json!({"chatid":"alice","msgtype":"file","file":{"media_id":up.media_id}})
+    );
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_image_goes_as_a_passive_reply_to_a_group_that_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let p = emu.push_text(Chat::group("team", "bob"), "@bot send the chart");
+    emu.expect_reply(&p.req_id).await;
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(vec![1u8; 2048]);
+    let path = dir.path().join("chart.png");
+    std::fs::write(&path, &png).unwrap();
+    let (status, body) = admin_send(
+        gw.http,
+        &dir.path().join("data"),
+        json!({"platform":"wecom","to":"group:team","file":path}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let up = &emu.uploads()[0];
+    assert_eq!(up.init["type"], "image");
+    // The group's latest req_id carries it (its stream is finished, so media may use it).
+    let r = emu.reply(&p.req_id);
+    assert_eq!(
+        r.media,
+        vec![json!({"msgtype":"image","image":{"media_id":up.media_id}})]
+    );
+    assert!(emu.sent_to("team").is_empty());
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_non_amr_media_are_downgraded_and_huge_files_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let data = dir.path().join("data");
+
+    // An image over 10 MiB goes as a file, with a note.
+    let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
+    big.resize(10 * MIB + 1, 0);
+    let img = dir.path().join("big.png");
+    std::fs::write(&img, &big).unwrap();
+    let (status, _) = admin_send(
+        gw.http,
+        &data,
+        json!({"platform":"wecom","to":"user:alice","file":img}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(emu.uploads()[0].init["type"], "file");
+    assert_eq!(emu.uploads()[0].init["total_chunks"], 21);
+
+    // A "voice" that is not AMR goes as a file, with a note about AMR.
+    let mp3 = dir.path().join("note.amr");
+    std::fs::write(&mp3, b"ID3\x04\0\0\0\0\0\0 not really amr").unwrap();
+    let (status, _) = admin_send(
+        gw.http,
+        &data,
+        json!({"platform":"wecom","to":"user:alice","file":mp3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(emu.uploads()[1].init["type"], "file");
+    // A real AMR voice note stays a voice note.
+    let amr = dir.path().join("real.amr");
+    std::fs::write(&amr, b"#!AMR\n\x3c\x00\x00").unwrap();
+    let (status, _) = admin_send(
+        gw.http,
+        &data,
+        json!({"platform":"wecom","to":"user:alice","file":amr}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(emu.uploads()[2].init["type"], "voice");
+
+    // Over 20 MiB: refused, nothing uploaded, the chat is told why.
+    let huge = dir.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(20 * MIB as u64 + 1)
+        .unwrap();
+    let (status, body) = admin_send(
+        gw.http,
+        &data,
+        json!({"platform":"wecom","to":"user:alice","file":huge}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("20 MiB"), "{body}");
+    assert_eq!(emu.uploads().len(), 3);
+
+    let texts: Vec<String> = emu
+        .sent_to("alice")
+        .iter()
+        .filter(|r| r.body()["msgtype"] == "markdown")
+        .map(|r| r.body()["markdown"]["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(
+        texts[0].starts_with("ℹ️") && texts[0].contains("10 MiB"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].starts_with("ℹ️") && texts[1].contains("AMR"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[2].starts_with("⚠️") && texts[2].contains("20 MiB"),
+        "{texts:?}"
+    );
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}

@@ -1,0 +1,317 @@
+//! Acceptance 4 (and the time-dependent parts of 3): under paused tokio time with an in-memory
+//! store — a socket dropped mid-stream, backoff, missed pings, a take-over, 846607 waits, a final
+//! frame without ACK, and the per-chat send budget. Plus duplicate suppression (real time).
+
+use std::time::Duration;
+
+use gateway_core::StateStore;
+use serde_json::json;
+use tokio::time::Instant;
+use wecom_emulator::openws::{Chat, Match, Msg, OpenWs};
+
+use super::{instance, poll_http, start, yaml, PausedGateway};
+
+async fn paused_gateway(
+    emu: &OpenWs,
+    dir: &std::path::Path,
+    agent: &str,
+    extra: &str,
+) -> PausedGateway {
+    // The default backoff (2, 5, 10, 30, 60 s) is what these tests measure.
+    let extra = format!("      reconnect_backoff_secs: [2, 5, 10, 30, 60]\n{extra}");
+    let inst = instance("wecom", &emu.url(), "bot-1", "secret-1", &extra);
+    let gw = PausedGateway::start(dir, &yaml("", agent, &inst), emu).await;
+    emu.wait_subscribed(1).await;
+    gw
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_dropped_mid_stream_reconnects_with_backoff_and_the_reply_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "  delay_ms: 5000\n", "").await;
+    let p = emu.push_text(Chat::dm("alice"), "a question answered across a reconnect");
+    emu.wait_reply(&p.req_id, |r| r.stream_frames().len() >= 2)
+        .await;
+    let dropped_at = Instant::now();
+    assert!(emu.drop_connection());
+    let subs = emu.wait_subscribed(2).await;
+    let waited = Instant::now() - dropped_at;
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(5),
+        "first backoff is 2 s, took {waited:?}"
+    );
+    assert_eq!(
+        subs[1].device_id, subs[0].device_id,
+        "re-subscribed with the same device id"
+    );
+    // The old req_id is stale on the new connection: the answer comes proactively, whole.
+    let sent = emu.wait_sent("alice", 1).await;
+    assert_eq!(
+        sent[0].body()["markdown"]["content"],
+        "echo: a question answered across a reconnect"
+    );
+    let h = gw.health("wecom").await;
+    assert_eq!(h["state"], "connected");
+    assert_eq!(h["reconnects"], 1);
+    assert_eq!(h["undelivered"], 0);
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_reply_with_no_path_left_is_recorded_as_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "  delay_ms: 5000\n", "").await;
+    let p = emu.push_text(Chat::group("team", "alice"), "group question");
+    emu.wait_reply(&p.req_id, |r| r.stream_frames().len() >= 2)
+        .await;
+    assert!(emu.drop_connection());
+    emu.wait_subscribed(2).await;
+    // No fresh req_id for the group, and proactive group sends answer 600039: the outbox keeps it.
+    emu.wait_sent("team", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outbox = loop {
+        let o = gw.store.outbox_pending(Some("wecom")).await.unwrap();
+        if !o.is_empty() || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outbox.len(), 1, "recorded, not lost");
+    assert_eq!(outbox[0].text, "echo: group question");
+    assert_eq!(outbox[0].target.to_string(), "group:team");
+    let h = gw.health("wecom").await;
+    assert_eq!(h["undelivered"], 1);
+    assert!(
+        h["last_error"].as_str().unwrap().contains("undelivered"),
+        "{h}"
+    );
+    // Once a member writes again, the outbox retry reaches the group through that req_id.
+    let q = emu.push_text(Chat::group("team", "bob"), "hello?");
+    emu.wait_reply(&q.req_id, |r| {
+        r.markdown.iter().any(|m| m == "echo: group question")
+    })
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_while_the_server_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    // Every subscribe after the first is refused (not an auth problem): the backoff applies.
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    emu.fail(Match::cmd("aibot_subscribe"), 500, 3);
+    let t0 = Instant::now();
+    assert!(emu.drop_connection());
+    emu.wait_subscribed(2).await;
+    let times: Vec<Duration> = emu
+        .frames()
+        .iter()
+        .filter(|r| r.cmd() == "aibot_subscribe")
+        .skip(1)
+        .map(|r| r.at - t0)
+        .collect();
+    assert_eq!(times.len(), 4, "four attempts after the drop: {times:?}");
+    // 2, then 2+5, 2+5+10, 2+5+10+30 seconds after the drop (plus dialling time).
+    for (at, expected) in times.iter().zip([2u64, 7, 17, 47]) {
+        let s = at.as_secs();
+        assert!(
+            s >= expected && s < expected + 2,
+            "attempt at {at:?}, expected about {expected} s"
+        );
+    }
+    assert_eq!(gw.health("wecom").await["reconnects"], 4);
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_pings_make_the_adapter_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    let t0 = Instant::now();
+    emu.answer_pings(false);
+    emu.wait_subscribed(2).await;
+    let elapsed = Instant::now() - t0;
+    let pings = emu
+        .frames()
+        .iter()
+        .filter(|r| r.cmd() == "ping" && r.conn == 1)
+        .count();
+    assert_eq!(
+        pings, 2,
+        "two unanswered pings, then the socket counts as dead"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(90) && elapsed < Duration::from_secs(100),
+        "{elapsed:?}"
+    );
+    emu.answer_pings(true);
+    let p = emu.push_text(Chat::dm("alice"), "still there?");
+    assert_eq!(
+        emu.expect_reply(&p.req_id).await.text(),
+        "echo: still there?"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_take_over_stops_reconnecting_and_shows_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    assert!(emu.kick());
+    // An hour later: still one connection, one subscribe.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(emu.connections(), 1);
+    assert_eq!(emu.subscribes().len(), 1);
+    let h = gw.health("wecom").await;
+    assert_eq!(h["state"], "taken_over");
+    assert!(
+        h["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("another connection"),
+        "{h}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limited_finals_wait_and_are_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    emu.fail_next(Match::stream_final(), 846607);
+    let t0 = Instant::now();
+    let p = emu.push_text(Chat::dm("alice"), "busy chat");
+    let r = emu
+        .wait_reply(&p.req_id, |r| r.bubbles.iter().any(|b| b.finals == 2))
+        .await;
+    assert!(
+        Instant::now() - t0 >= Duration::from_secs(60),
+        "waited for the window"
+    );
+    assert_eq!(r.text(), "echo: busy chat");
+    assert!(emu.sent_to("alice").is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_frame_without_ack_counts_as_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    emu.withhold_ack(Match::stream_final(), 1);
+    let p = emu.push_text(Chat::dm("alice"), "no ack please");
+    emu.wait_reply(&p.req_id, |r| r.finals() == 1).await;
+    // Past the 15 s ACK deadline: nothing re-sent, nothing proactive, nothing undelivered.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(emu.reply(&p.req_id).finals(), 1);
+    assert!(emu.sent_to("alice").is_empty());
+    assert_eq!(gw.health("wecom").await["undelivered"], 0);
+    gw.stop().await;
+}
+
+/// Accepts everything; the adapter-level test below needs no router.
+#[derive(Debug)]
+struct AcceptAll;
+
+#[async_trait::async_trait]
+impl gateway_core::InboundSink for AcceptAll {
+    async fn submit(&self, _m: gateway_core::InboundMessage) -> Result<gateway_core::Admission, gateway_core::AdapterError> {
+        Ok(gateway_core::Admission::Accepted)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
+    use gateway_core::{AdapterFactory, OutboundMessage, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").patience(Duration::from_secs(900)).start().await;
+    emu.rate_limit(30);
+    // The adapter on its own, driven directly: only in-memory I/O, so paused time is exact.
+    let factory = wecom::WeComFactory::with_connector(std::sync::Arc::new(super::MemConnector(emu.in_memory())));
+    let spec = gateway_core::adapter::InstanceSpec {
+        name: "wecom".into(),
+        kind: "wecom".into(),
+        home_channel: None,
+        data_dir: dir.path().to_path_buf(),
+    };
+    let adapter = factory
+        .build(&spec, json!({"bot_id":"bot-1","secret":"secret-1","websocket_url":emu.url()}))
+        .unwrap();
+    let ctx = gateway_core::AdapterContext {
+        instance: "wecom".into(),
+        data_dir: dir.path().join("wecom"),
+        inbound: std::sync::Arc::new(AcceptAll),
+        store: std::sync::Arc::new(gateway_core::memory_store::MemoryStore::new()),
+        health: gateway_core::health::HealthReporter::new("wecom", "wecom"),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    adapter.connect(ctx).await.unwrap();
+    let target = Target::User("alice".into());
+    let sends = (0..30).map(|i| {
+        let (adapter, target) = (adapter.clone(), target.clone());
+        async move { adapter.send(&target, &OutboundMessage::text(format!("n{i}"))).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let sent = emu.sent_to("alice");
+    assert_eq!(sent.len(), 30, "every message sent once, none refused with 846607");
+    let first = sent[0].at;
+    let late = sent.iter().filter(|r| r.at - first >= Duration::from_secs(60)).count();
+    assert_eq!(late, 6, "24 at once; the 6 of the control reserve only after the window");
+    adapter.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_msgid_makes_one_agent_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let a = emu.push(Chat::dm("alice"), Msg::text("once").with_msgid("dup-1"));
+    let b = emu.push(Chat::dm("alice"), Msg::text("once").with_msgid("dup-1"));
+    let c = emu.push_text(Chat::dm("alice"), "after");
+    assert_eq!(emu.expect_reply(&a.req_id).await.text(), "echo: once");
+    emu.expect_reply(&c.req_id).await;
+    assert!(
+        emu.reply(&b.req_id).frames.is_empty(),
+        "the duplicate got no turn"
+    );
+    let turns = "gateway_turns_total{instance=\"wecom\",outcome=\"completed\"} 2";
+    let m = poll_http(gw.http, "/metrics", "two turns", |m| m.contains(turns)).await;
+    // The duplicate never reached the router.
+    assert!(m.contains("gateway_messages_in_total{instance=\"wecom\"} 2"), "{m}");
+    gw.stop().await;
+}

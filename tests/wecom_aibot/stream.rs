@@ -1,0 +1,255 @@
+//! Acceptance 3: replies stream on the inbound `req_id` (seed, cumulative updates, exactly one
+//! finish), long answers continue across bubbles without loss, every ending finishes the bubble,
+//! and an expired stream falls back so the user still gets the whole answer.
+
+use wecom_emulator::openws::{Chat, Match, OpenWs, Reply, STREAM_MAX_BYTES};
+
+use super::support::TestGateway;
+use super::{instance, registry, start, yaml};
+
+/// Every bubble has exactly one final frame and nothing after it; no frame is over the limit.
+fn assert_well_formed(r: &Reply) {
+    for b in &r.bubbles {
+        assert_eq!(
+            b.finals, 1,
+            "bubble {} has {} finals",
+            b.stream_id, b.finals
+        );
+        assert!(b.final_content.is_some());
+    }
+    for (id, content, _) in r.stream_frames() {
+        assert!(
+            content.len() <= STREAM_MAX_BYTES,
+            "frame of {} bytes on {id}",
+            content.len()
+        );
+    }
+    let frames = r.stream_frames();
+    for b in &r.bubbles {
+        let last = frames.iter().rposition(|f| f.0 == b.stream_id).unwrap();
+        assert!(
+            frames[last].2,
+            "the last frame of {} is not its finish",
+            b.stream_id
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reply_is_a_seed_then_cumulative_updates_then_one_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 60\n", "").await;
+    let text = "a fairly long message so that the echo agent streams it in several pieces";
+    let p = emu.push_text(Chat::dm("alice"), text);
+    let r = emu.expect_reply(&p.req_id).await;
+    assert_well_formed(&r);
+    assert_eq!(r.bubbles.len(), 1);
+    let contents = &r.bubbles[0].contents;
+    assert_eq!(contents[0], "<think></think>");
+    let updates = &contents[1..contents.len() - 1];
+    assert!(!updates.is_empty(), "no streamed update: {contents:?}");
+    for w in updates.windows(2) {
+        assert!(
+            w[1].starts_with(&w[0]) && w[1] != w[0],
+            "not cumulative: {w:?}"
+        );
+    }
+    assert_eq!(r.text(), format!("echo: {text}"));
+    assert!(r.frames.iter().all(|f| f.req_id() == p.req_id));
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_50000_byte_answer_arrives_complete_across_bubbles() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 20\n", "").await;
+    let para = "Streaming 长文本 across bubbles, nothing lost. ".repeat(20);
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 50_000 {
+        text.push_str(&format!("{i} {para}\n\n"));
+        i += 1;
+    }
+    let text = text.trim_end().to_owned();
+    let expected = format!("echo: {text}");
+    let p = emu.push_text(Chat::dm("alice"), &text);
+    let r = emu
+        .wait_reply(&p.req_id, |r| {
+            r.is_complete() && r.text().len() >= expected.len()
+        })
+        .await;
+    assert_well_formed(&r);
+    assert!(r.bubbles.len() >= 3, "{} bubbles", r.bubbles.len());
+    assert_eq!(
+        r.text(),
+        expected,
+        "bubbles concatenate to the whole answer"
+    );
+    assert!(emu.sent_to("alice").is_empty(), "no fallback needed");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_error_still_finishes_the_bubble_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(
+        &emu,
+        dir.path(),
+        "  delay_ms: 3000\n  timeout_secs: 1\n",
+        "",
+    )
+    .await;
+    let p = emu.push_text(Chat::dm("alice"), "this will time out");
+    let r = emu.expect_reply(&p.req_id).await;
+    assert_well_formed(&r);
+    assert_eq!(r.finals(), 1);
+    assert!(r.text().contains("did not answer in time"), "{}", r.text());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn stop_finishes_the_running_bubble() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 2000\n", "").await;
+    let p = emu.push_text(
+        Chat::dm("alice"),
+        "a long question that takes a while to answer",
+    );
+    // Wait for the first streamed piece, then /stop.
+    emu.wait_reply(&p.req_id, |r| r.stream_frames().len() >= 2)
+        .await;
+    let s = emu.push_text(Chat::dm("alice"), "/stop");
+    let r = emu.expect_reply(&p.req_id).await;
+    assert_well_formed(&r);
+    assert!(r.text().contains("Stopped"), "{}", r.text());
+    assert!(emu
+        .expect_reply(&s.req_id)
+        .await
+        .text()
+        .contains("Stopping"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_mid_turn_finishes_the_bubble() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let y = yaml(
+        "  drain_timeout_secs: 1\n",
+        "  delay_ms: 3000\n",
+        &instance("wecom", &emu.url(), "bot-1", "secret-1", ""),
+    );
+    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
+    emu.wait_subscribed(1).await;
+    let p = emu.push_text(Chat::dm("alice"), "a question asked right before a restart");
+    emu.wait_reply(&p.req_id, |r| r.stream_frames().len() >= 2)
+        .await;
+    gw.stop().await;
+    let r = emu.reply(&p.req_id);
+    assert_well_formed(&r);
+    assert!(r.text().contains("restarting"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn an_expired_stream_falls_back_and_the_whole_answer_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 30\n", "").await;
+    emu.fail_next(Match::stream_final(), 846608);
+    let text = "please answer even though the stream window closes";
+    let p = emu.push_text(Chat::dm("alice"), text);
+    let sent = emu.wait_sent("alice", 1).await;
+    assert_eq!(
+        sent[0].body()["markdown"]["content"],
+        format!("echo: {text}")
+    );
+    let r = emu.reply(&p.req_id);
+    assert_eq!(r.finals(), 1, "the final was attempted once, not repeated");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_group_the_fallback_uses_the_latest_req_id_of_the_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 400\n", "").await;
+    emu.fail_next(Match::stream_final(), 846604);
+    let slow = emu.push_text(Chat::group("team", "alice"), "first question");
+    emu.wait_reply(&slow.req_id, |r| !r.frames.is_empty()).await;
+    // Another member's message arrives while alice's answer is running (separate session).
+    let later = emu.push_text(Chat::group("team", "bob"), "second");
+    let r = emu
+        .wait_reply(&later.req_id, |r| {
+            r.markdown.iter().any(|m| m.contains("first question"))
+        })
+        .await;
+    assert_eq!(
+        r.markdown.iter().find(|m| m.contains("first")).unwrap(),
+        "echo: first question"
+    );
+    assert!(
+        emu.sent_to("team").is_empty(),
+        "no proactive group send (600039)"
+    );
+    emu.expect_reply(&later.req_id).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn version_conflict_on_the_final_counts_as_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    emu.fail_next(Match::stream_final(), 6000);
+    let p = emu.push_text(Chat::dm("alice"), "race");
+    emu.wait_reply(&p.req_id, |r| r.finals() == 1).await;
+    // A later message goes through normally, and nothing was re-sent for the first.
+    let q = emu.push_text(Chat::dm("alice"), "next");
+    emu.expect_reply(&q.req_id).await;
+    assert!(emu.sent_to("alice").is_empty());
+    assert_eq!(emu.reply(&p.req_id).finals(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_without_streams_gets_markdown_on_the_same_req_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    emu.fail(Match::stream_update(), 600039, 10);
+    emu.fail(Match::stream_final(), 600039, 10);
+    let p = emu.push_text(Chat::dm("alice"), "old phone");
+    let r = emu.wait_reply(&p.req_id, |r| !r.markdown.is_empty()).await;
+    assert_eq!(r.markdown, vec!["echo: old phone".to_owned()]);
+    assert!(emu.sent_to("alice").is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn not_subscribed_resubscribes_on_the_same_socket_and_still_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    emu.fail_next(Match::stream_final(), 846609);
+    let p = emu.push_text(Chat::dm("alice"), "are you there?");
+    let sent = emu.wait_sent("alice", 1).await;
+    assert_eq!(
+        sent[0].body()["markdown"]["content"],
+        "echo: are you there?"
+    );
+    let subs = emu.subscribes();
+    assert_eq!(subs.len(), 2, "one re-subscribe");
+    assert_eq!(subs[0].conn, subs[1].conn, "on the same socket");
+    assert_eq!(subs[0].device_id, subs[1].device_id);
+    assert_eq!(emu.reply(&p.req_id).finals(), 1);
+    // New messages are answered normally afterwards.
+    let q = emu.push_text(Chat::dm("alice"), "again");
+    assert_eq!(emu.expect_reply(&q.req_id).await.text(), "echo: again");
+    gw.stop().await;
+}
