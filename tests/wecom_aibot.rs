@@ -35,12 +35,12 @@ use tokio_util::sync::CancellationToken;
 use wecom_emulator::openws::{InMemoryDialer, OpenWs};
 
 /// The registry with the `wecom` factory.
-pub fn registry() -> router::Registry {
+pub(crate) fn registry() -> router::Registry {
     router::Registry::new().register(Arc::new(wecom::WeComFactory))
 }
 
 /// One `wecom` instance with test-friendly timings plus `extra` lines (six-space indent).
-pub fn instance(name: &str, url: &str, bot: &str, secret: &str, extra: &str) -> String {
+pub(crate) fn instance(name: &str, url: &str, bot: &str, secret: &str, extra: &str) -> String {
     let mut out = format!(
         "  {name}:\n    type: wecom\n    extra:\n      bot_id: {bot}\n      secret: {secret}\n      \
          websocket_url: \"{url}\"\n      allow_private_media_hosts: true\n"
@@ -61,12 +61,12 @@ pub fn instance(name: &str, url: &str, bot: &str, secret: &str, extra: &str) -> 
 
 /// A config: `gateway_lines` continue the `gateway:` section the harness opens (two-space
 /// indent), `agent_lines` the echo agent's section, then `platforms`.
-pub fn yaml(gateway_lines: &str, agent_lines: &str, platforms: &str) -> String {
+pub(crate) fn yaml(gateway_lines: &str, agent_lines: &str, platforms: &str) -> String {
     format!("{gateway_lines}agent:\n  backend: echo\n{agent_lines}platforms:\n{platforms}")
 }
 
 /// Starts a gateway with one instance `wecom` on `emu`'s `bot-1` and waits for its subscribe.
-pub async fn start(emu: &OpenWs, dir: &Path, agent: &str, extra: &str) -> TestGateway {
+pub(crate) async fn start(emu: &OpenWs, dir: &Path, agent: &str, extra: &str) -> TestGateway {
     let y = yaml(
         "",
         agent,
@@ -78,7 +78,7 @@ pub async fn start(emu: &OpenWs, dir: &Path, agent: &str, extra: &str) -> TestGa
 }
 
 /// The `/health` record of instance `name`.
-pub fn health_of(body: &str, name: &str) -> Value {
+pub(crate) fn health_of(body: &str, name: &str) -> Value {
     let v: Value = serde_json::from_str(body).unwrap();
     v["instances"]
         .as_array()
@@ -90,7 +90,7 @@ pub fn health_of(body: &str, name: &str) -> Value {
 }
 
 /// Polls `GET path` on `http` until `pred` holds on the body (30 s at most).
-pub async fn poll_http(
+pub(crate) async fn poll_http(
     http: SocketAddr,
     path: &str,
     what: &str,
@@ -116,7 +116,7 @@ pub async fn poll_http(
 }
 
 /// `POST /admin/send` with the token the running gateway published in `data_dir`.
-pub async fn admin_send(http: SocketAddr, data_dir: &Path, body: Value) -> (u16, Value) {
+pub(crate) async fn admin_send(http: SocketAddr, data_dir: &Path, body: Value) -> (u16, Value) {
     let info = router::admin::AdminInfo::read(data_dir).expect("admin file");
     let r = reqwest::Client::new()
         .post(format!("http://{http}/admin/send"))
@@ -130,25 +130,26 @@ pub async fn admin_send(http: SocketAddr, data_dir: &Path, body: Value) -> (u16,
 }
 
 /// The first 16 hex characters of the SHA-256 of `bytes` (what the echo agent prints).
-pub fn sha16(bytes: &[u8]) -> String {
+pub(crate) fn sha16(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))[..16].to_owned()
 }
 
 /// Connects the adapter to the emulator over in-memory streams (for paused time).
 #[derive(Debug)]
-pub struct MemConnector(pub InMemoryDialer);
+pub(crate) struct MemConnector(pub InMemoryDialer);
 
 impl wecom::Connector for MemConnector {
     fn connect<'a>(
         &'a self,
         url: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<(wecom::WsSink, wecom::WsStream), wecom::DialError>> {
+    ) -> futures::future::BoxFuture<'a, Result<(wecom::WsSink, wecom::WsStream), wecom::DialError>>
+    {
         Box::pin(async move { wecom::websocket_over(url, self.0.connect()).await })
     }
 }
 
 /// The registry for paused-time tests: the `wecom` factory with the in-memory transport.
-pub fn paused_registry(emu: &OpenWs) -> router::Registry {
+pub(crate) fn paused_registry(emu: &OpenWs) -> router::Registry {
     let connector = Arc::new(MemConnector(emu.in_memory()));
     router::Registry::new().register(Arc::new(wecom::WeComFactory::with_connector(connector)))
 }
@@ -158,7 +159,7 @@ pub fn paused_registry(emu: &OpenWs) -> router::Registry {
 /// fire timers while bytes are in flight). `/health` is still served over TCP, so tests read it
 /// only where no timer can change the answer.
 #[derive(Debug)]
-pub struct PausedGateway {
+pub(crate) struct PausedGateway {
     /// `/health` and `/metrics`.
     pub http: SocketAddr,
     /// The store, to inspect the outbox.

@@ -280,3 +280,13 @@ async fn two_bots_run_side_by_side_without_crossing_messages() {
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn protocol_pings_from_the_server_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    assert!(emu.ws_ping());
+    emu.wait_pongs(1).await;
+    gw.stop().await;
+}

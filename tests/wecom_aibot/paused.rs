@@ -139,6 +139,75 @@ async fn backoff_grows_while_the_server_is_unreachable() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_graceful_close_reconnects_after_the_backoff_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let gw = paused_gateway(&emu, dir.path(), "", "").await;
+    let t0 = Instant::now();
+    assert!(emu.close_connection());
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    assert_eq!(emu.connections(), 1, "no redial before the backoff");
+    emu.wait_subscribed(2).await;
+    assert!(Instant::now() - t0 >= Duration::from_secs(2));
+    assert_eq!(emu.connections(), 2, "one redial, no spin");
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_turn_rotates_its_bubble_inside_the_stream_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(3600))
+        .start()
+        .await;
+    // The stricter report: a stream dies 6 minutes after its first frame.
+    emu.stream_window(Duration::from_secs(360));
+    // Four pieces, 150 s apart: the answer takes 7.5 minutes.
+    let gw = paused_gateway(
+        &emu,
+        dir.path(),
+        "  delay_ms: 150000
+  timeout_secs: 3600
+",
+        "",
+    )
+    .await;
+    let question = "a question that needs a long think before it is answered";
+    let p = emu.push_text(Chat::dm("alice"), question);
+    let r = emu
+        .wait_reply(&p.req_id, |r| {
+            r.is_complete() && r.text().ends_with("answered")
+        })
+        .await;
+    assert!(r.bubbles.len() >= 2, "rotated: {:?}", r.stream_frames());
+    assert!(r.bubbles.iter().all(|b| b.finals == 1));
+    assert_eq!(
+        r.text(),
+        format!("echo: {question}"),
+        "nothing lost across the rotation"
+    );
+    // Every frame went out within 6 minutes of its bubble's first frame.
+    for b in &r.bubbles {
+        let times: Vec<Instant> = r
+            .frames
+            .iter()
+            .filter(|f| f.body()["stream"]["id"] == b.stream_id.as_str())
+            .map(|f| f.at)
+            .collect();
+        let span = *times.last().unwrap() - times[0];
+        assert!(span < Duration::from_secs(300), "bubble lived {span:?}");
+    }
+    assert!(emu.sent_to("alice").is_empty(), "no fallback was needed");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn unanswered_pings_make_the_adapter_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let emu = OpenWs::builder()
@@ -249,7 +318,10 @@ struct AcceptAll;
 
 #[async_trait::async_trait]
 impl gateway_core::InboundSink for AcceptAll {
-    async fn submit(&self, _m: gateway_core::InboundMessage) -> Result<gateway_core::Admission, gateway_core::AdapterError> {
+    async fn submit(
+        &self,
+        _m: gateway_core::InboundMessage,
+    ) -> Result<gateway_core::Admission, gateway_core::AdapterError> {
         Ok(gateway_core::Admission::Accepted)
     }
 }
@@ -258,10 +330,16 @@ impl gateway_core::InboundSink for AcceptAll {
 async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
     use gateway_core::{AdapterFactory, OutboundMessage, Target};
     let dir = tempfile::tempdir().unwrap();
-    let emu = OpenWs::builder().bot("bot-1", "secret-1").patience(Duration::from_secs(900)).start().await;
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
     emu.rate_limit(30);
     // The adapter on its own, driven directly: only in-memory I/O, so paused time is exact.
-    let factory = wecom::WeComFactory::with_connector(std::sync::Arc::new(super::MemConnector(emu.in_memory())));
+    let factory = wecom::WeComFactory::with_connector(std::sync::Arc::new(super::MemConnector(
+        emu.in_memory(),
+    )));
     let spec = gateway_core::adapter::InstanceSpec {
         name: "wecom".into(),
         kind: "wecom".into(),
@@ -269,7 +347,10 @@ async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
         data_dir: dir.path().to_path_buf(),
     };
     let adapter = factory
-        .build(&spec, json!({"bot_id":"bot-1","secret":"secret-1","websocket_url":emu.url()}))
+        .build(
+            &spec,
+            json!({"bot_id":"bot-1","secret":"secret-1","websocket_url":emu.url()}),
+        )
         .unwrap();
     let ctx = gateway_core::AdapterContext {
         instance: "wecom".into(),
@@ -283,15 +364,29 @@ async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
     let target = Target::User("alice".into());
     let sends = (0..30).map(|i| {
         let (adapter, target) = (adapter.clone(), target.clone());
-        async move { adapter.send(&target, &OutboundMessage::text(format!("n{i}"))).await }
+        async move {
+            adapter
+                .send(&target, &OutboundMessage::text(format!("n{i}")))
+                .await
+        }
     });
     let results = futures::future::join_all(sends).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let sent = emu.sent_to("alice");
-    assert_eq!(sent.len(), 30, "every message sent once, none refused with 846607");
+    assert_eq!(
+        sent.len(),
+        30,
+        "every message sent once, none refused with 846607"
+    );
     let first = sent[0].at;
-    let late = sent.iter().filter(|r| r.at - first >= Duration::from_secs(60)).count();
-    assert_eq!(late, 6, "24 at once; the 6 of the control reserve only after the window");
+    let late = sent
+        .iter()
+        .filter(|r| r.at - first >= Duration::from_secs(60))
+        .count();
+    assert_eq!(
+        late, 6,
+        "24 at once; the 6 of the control reserve only after the window"
+    );
     adapter.disconnect().await;
 }
 
@@ -312,6 +407,9 @@ async fn a_duplicate_msgid_makes_one_agent_turn() {
     let turns = "gateway_turns_total{instance=\"wecom\",outcome=\"completed\"} 2";
     let m = poll_http(gw.http, "/metrics", "two turns", |m| m.contains(turns)).await;
     // The duplicate never reached the router.
-    assert!(m.contains("gateway_messages_in_total{instance=\"wecom\"} 2"), "{m}");
+    assert!(
+        m.contains("gateway_messages_in_total{instance=\"wecom\"} 2"),
+        "{m}"
+    );
     gw.stop().await;
 }

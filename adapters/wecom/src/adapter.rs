@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use wecom_common::media::{FILE_MAX_BYTES, IMAGE_MAX_BYTES, STREAM_FRAME_MAX_BYTES, VIDEO_MAX_BYTES, VOICE_MAX_BYTES};
+use wecom_common::media::{
+    FILE_MAX_BYTES, IMAGE_MAX_BYTES, STREAM_FRAME_MAX_BYTES, VIDEO_MAX_BYTES, VOICE_MAX_BYTES,
+};
 
 use crate::config::WeComConfig;
 use crate::conn::{Command, Connector, Link, NetConnector, ProxyChoice, Runner};
@@ -72,7 +74,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Maps a request failure to the core error type.
 pub(crate) fn to_adapter_error(e: ReqError) -> AdapterError {
     match e {
-        ReqError::NotConnected | ReqError::Disconnected => AdapterError::Disconnected(e.to_string()),
+        ReqError::NotConnected | ReqError::Disconnected => {
+            AdapterError::Disconnected(e.to_string())
+        }
         ReqError::Timeout => AdapterError::Timeout("no answer from WeCom".into()),
         ReqError::Busy => AdapterError::Io("too many requests waiting for WeCom".into()),
         ReqError::Platform { code, message } => {
@@ -82,10 +86,16 @@ pub(crate) fn to_adapter_error(e: ReqError) -> AdapterError {
 }
 
 impl Inner {
-    pub(crate) fn new(instance: &str, cfg: WeComConfig, connector: Option<Arc<dyn Connector>>) -> Self {
+    pub(crate) fn new(
+        instance: &str,
+        cfg: WeComConfig,
+        connector: Option<Arc<dyn Connector>>,
+    ) -> Self {
         let limiter = RateLimiter::new(cfg.rate_limit_per_minute, cfg.rate_limit_reserve);
         let connector = connector.unwrap_or_else(|| {
-            Arc::new(NetConnector::new(ProxyChoice::from_config(cfg.proxy.as_deref())))
+            Arc::new(NetConnector::new(ProxyChoice::from_config(
+                cfg.proxy.as_deref(),
+            )))
         });
         Self {
             instance: instance.to_owned(),
@@ -132,7 +142,9 @@ impl Inner {
     }
 
     pub(crate) fn stream_opened(&self, req_id: &str) {
-        *lock(&self.open_streams).entry(req_id.to_owned()).or_default() += 1;
+        *lock(&self.open_streams)
+            .entry(req_id.to_owned())
+            .or_default() += 1;
     }
 
     pub(crate) fn stream_closed(&self, req_id: &str) {
@@ -151,7 +163,9 @@ impl Inner {
 
     /// Waits up to `max_wait` for a subscribed connection.
     async fn wait_up(&self, max_wait: Duration) -> Result<ConnHandle, ReqError> {
-        let Some(mut h) = self.handle() else { return Err(ReqError::NotConnected) };
+        let Some(mut h) = self.handle() else {
+            return Err(ReqError::NotConnected);
+        };
         let wait = async {
             loop {
                 let link = *h.link.borrow_and_update();
@@ -183,7 +197,11 @@ impl Inner {
         let h = self.wait_up(max_wait).await?;
         let (tx, rx) = oneshot::channel();
         h.cmds
-            .send(Command::Request(Request { frame, timeout, waiter: tx }))
+            .send(Command::Request(Request {
+                frame,
+                timeout,
+                waiter: tx,
+            }))
             .await
             .map_err(|_| ReqError::NotConnected)?;
         Ok(rx)
@@ -191,8 +209,14 @@ impl Inner {
 
     /// Sends a request and waits for its answer; waits for the connection up to the request
     /// timeout when it is down.
-    pub(crate) async fn request(&self, frame: Outgoing, timeout: Duration) -> Result<Incoming, ReqError> {
-        let rx = self.submit(frame, timeout, self.cfg.request_timeout()).await?;
+    pub(crate) async fn request(
+        &self,
+        frame: Outgoing,
+        timeout: Duration,
+    ) -> Result<Incoming, ReqError> {
+        let rx = self
+            .submit(frame, timeout, self.cfg.request_timeout())
+            .await?;
         rx.await.unwrap_or(Err(ReqError::Disconnected))
     }
 
@@ -209,10 +233,16 @@ impl Inner {
         for _ in 0..ATTEMPTS {
             self.limiter.acquire(chat_id, lane).await;
             match self.request(frame.clone(), timeout).await {
-                Err(ReqError::Platform { code: 846607, message }) => {
+                Err(ReqError::Platform {
+                    code: 846607,
+                    message,
+                }) => {
                     warn!(instance = %self.instance, "WeCom rate limit hit (846607); waiting before retrying.");
                     self.limiter.penalize(chat_id);
-                    last = ReqError::Platform { code: 846607, message };
+                    last = ReqError::Platform {
+                        code: 846607,
+                        message,
+                    };
                 }
                 other => return other,
             }
@@ -245,12 +275,16 @@ pub struct WeComAdapter {
 impl WeComAdapter {
     /// An adapter for `instance` with a validated config, connecting over the network.
     pub fn new(instance: &str, cfg: WeComConfig) -> Self {
-        Self { inner: Arc::new(Inner::new(instance, cfg, None)) }
+        Self {
+            inner: Arc::new(Inner::new(instance, cfg, None)),
+        }
     }
 
     /// An adapter that opens its connections through `connector`.
     pub fn with_connector(instance: &str, cfg: WeComConfig, connector: Arc<dyn Connector>) -> Self {
-        Self { inner: Arc::new(Inner::new(instance, cfg, Some(connector))) }
+        Self {
+            inner: Arc::new(Inner::new(instance, cfg, Some(connector))),
+        }
     }
 
     fn chat_of(target: &Target) -> Result<ChatAddress, AdapterError> {
@@ -276,10 +310,22 @@ impl PlatformAdapter for WeComAdapter {
                 max_frame_bytes: cfg.stream_max_frame_bytes.min(STREAM_FRAME_MAX_BYTES),
             }),
             media: vec![
-                MediaLimit { kind: MediaKind::Image, max_bytes: IMAGE_MAX_BYTES },
-                MediaLimit { kind: MediaKind::Video, max_bytes: VIDEO_MAX_BYTES },
-                MediaLimit { kind: MediaKind::Voice, max_bytes: VOICE_MAX_BYTES },
-                MediaLimit { kind: MediaKind::File, max_bytes: FILE_MAX_BYTES },
+                MediaLimit {
+                    kind: MediaKind::Image,
+                    max_bytes: IMAGE_MAX_BYTES,
+                },
+                MediaLimit {
+                    kind: MediaKind::Video,
+                    max_bytes: VIDEO_MAX_BYTES,
+                },
+                MediaLimit {
+                    kind: MediaKind::Voice,
+                    max_bytes: VOICE_MAX_BYTES,
+                },
+                MediaLimit {
+                    kind: MediaKind::File,
+                    max_bytes: FILE_MAX_BYTES,
+                },
             ],
             proactive_dm: true,
             // Proactive group sends fail with 600039; groups are reached through their latest
@@ -307,7 +353,10 @@ impl PlatformAdapter for WeComAdapter {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (link_tx, link_rx) = watch::channel(Link::Down);
-        *lock(&inner.conn) = Some(ConnHandle { cmds: cmd_tx, link: link_rx });
+        *lock(&inner.conn) = Some(ConnHandle {
+            cmds: cmd_tx,
+            link: link_rx,
+        });
         let session_cfg = SessionConfig {
             ping_interval: cfg.ping_interval(),
             max_missed_pings: cfg.max_missed_pings,
@@ -317,7 +366,12 @@ impl PlatformAdapter for WeComAdapter {
             dedup_capacity: cfg.dedup_capacity,
             ..SessionConfig::default()
         };
-        let session = Session::new(session_cfg, cfg.bot_id.clone(), cfg.secret.clone(), device_id);
+        let session = Session::new(
+            session_cfg,
+            cfg.bot_id.clone(),
+            cfg.secret.clone(),
+            device_id,
+        );
         let (first_tx, first_rx) = oneshot::channel();
         let runner = Runner {
             instance: inner.instance.clone(),
@@ -340,7 +394,9 @@ impl PlatformAdapter for WeComAdapter {
         let first = tokio::time::timeout(cfg.connect_timeout() * 2, first_rx).await;
         let result = match first {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(AdapterError::Disconnected("the connection task ended".into())),
+            Ok(Err(_)) => Err(AdapterError::Disconnected(
+                "the connection task ended".into(),
+            )),
             Err(_) => Err(AdapterError::Timeout("connecting to WeCom".into())),
         };
         if result.is_err() {
@@ -355,7 +411,10 @@ impl PlatformAdapter for WeComAdapter {
         let inner = &self.inner;
         lock(&inner.stop).cancel();
         inner.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(8), inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(8), inner.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(instance = %inner.instance, "WeCom tasks did not stop in time.");
         }
         *lock(&inner.conn) = None;
@@ -363,26 +422,39 @@ impl PlatformAdapter for WeComAdapter {
 
     async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError> {
         let chat = Self::chat_of(target)?;
-        self.inner.deliver_text(&chat, message.body(), crate::send::Via::default()).await
+        self.inner
+            .deliver_text(&chat, message.body(), crate::send::Via::default())
+            .await
     }
 
     async fn send_image(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
-        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Image).await
+        self.inner
+            .send_media(&Self::chat_of(target)?, path, MediaKind::Image)
+            .await
     }
 
     async fn send_file(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
-        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::File).await
+        self.inner
+            .send_media(&Self::chat_of(target)?, path, MediaKind::File)
+            .await
     }
 
     async fn send_voice(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
-        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Voice).await
+        self.inner
+            .send_media(&Self::chat_of(target)?, path, MediaKind::Voice)
+            .await
     }
 
     async fn send_video(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
-        self.inner.send_media(&Self::chat_of(target)?, path, MediaKind::Video).await
+        self.inner
+            .send_media(&Self::chat_of(target)?, path, MediaKind::Video)
+            .await
     }
 
     async fn reply(&self, inbound: &InboundMessage) -> Result<Box<dyn ReplySink>, AdapterError> {
-        Ok(Box::new(crate::stream::StreamSink::open(self.inner.clone(), inbound)))
+        Ok(Box::new(crate::stream::StreamSink::open(
+            self.inner.clone(),
+            inbound,
+        )))
     }
 }

@@ -58,13 +58,21 @@ pub struct Batcher {
 }
 
 fn key(m: &InboundMessage) -> String {
-    format!("{}:{}:{}", m.chat.kind.as_str(), m.chat.chat_id, m.sender.user_id)
+    format!(
+        "{}:{}:{}",
+        m.chat.kind.as_str(),
+        m.chat.chat_id,
+        m.sender.user_id
+    )
 }
 
 impl Batcher {
     /// A batcher with `cfg`.
     pub fn new(cfg: BatchConfig) -> Self {
-        Self { cfg, pending: HashMap::new() }
+        Self {
+            cfg,
+            pending: HashMap::new(),
+        }
     }
 
     /// True when merging is on.
@@ -74,10 +82,16 @@ impl Batcher {
 
     /// Takes a message. Plain texts are held (or merged); anything else is returned at once,
     /// after the same sender's held text so the order is kept.
-    pub fn push(&mut self, msg: InboundMessage, plain_text: bool, now: Instant) -> Vec<InboundMessage> {
+    pub fn push(
+        &mut self,
+        msg: InboundMessage,
+        plain_text: bool,
+        now: Instant,
+    ) -> Vec<InboundMessage> {
         let k = key(&msg);
         if !self.enabled() || !plain_text {
-            let mut out: Vec<InboundMessage> = self.pending.remove(&k).map(finish).into_iter().collect();
+            let mut out: Vec<InboundMessage> =
+                self.pending.remove(&k).map(finish).into_iter().collect();
             out.push(msg);
             return out;
         }
@@ -86,7 +100,11 @@ impl Batcher {
         };
         let text = text.clone();
         let split = text.chars().count() >= self.cfg.split_threshold;
-        let wait = if split { self.cfg.split_delay } else { self.cfg.delay };
+        let wait = if split {
+            self.cfg.split_delay
+        } else {
+            self.cfg.delay
+        };
         let mut out = Vec::new();
         if let Some(p) = self.pending.get_mut(&k) {
             if p.pieces < self.cfg.max_pieces && p.text.len() + text.len() <= self.cfg.max_bytes {
@@ -107,16 +125,30 @@ impl Batcher {
         let reply_context = msg.reply_context.clone();
         self.pending.insert(
             k,
-            Pending { first: msg, text, last_was_split: split, pieces: 1, reply_context, deadline: now + wait },
+            Pending {
+                first: msg,
+                text,
+                last_was_split: split,
+                pieces: 1,
+                reply_context,
+                deadline: now + wait,
+            },
         );
         out
     }
 
     /// Batches whose quiet period is over.
     pub fn due(&mut self, now: Instant) -> Vec<InboundMessage> {
-        let keys: Vec<String> =
-            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| k.clone()).collect();
-        keys.into_iter().filter_map(|k| self.pending.remove(&k)).map(finish).collect()
+        let keys: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.pending.remove(&k))
+            .map(finish)
+            .collect()
     }
 
     /// Everything held, for shutdown.
@@ -174,13 +206,28 @@ mod tests {
         let t0 = Instant::now();
         let long = "x".repeat(3950);
         b.push(msg("1", "a", "a", &long), true, t0);
-        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_secs(2)), "adaptive delay");
-        b.push(msg("2", "a", "a", "tail"), true, t0 + Duration::from_secs(1));
+        assert_eq!(
+            b.next_deadline(),
+            Some(t0 + Duration::from_secs(2)),
+            "adaptive delay"
+        );
+        b.push(
+            msg("2", "a", "a", "tail"),
+            true,
+            t0 + Duration::from_secs(1),
+        );
         let out = b.due(t0 + Duration::from_secs(2));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text(), format!("{long}tail"), "client splits join without a separator");
+        assert_eq!(
+            out[0].text(),
+            format!("{long}tail"),
+            "client splits join without a separator"
+        );
         assert_eq!(out[0].message_id, "1");
-        assert_eq!(out[0].reply_context["req_id"], "req-2", "the newest req_id answers");
+        assert_eq!(
+            out[0].reply_context["req_id"], "req-2",
+            "the newest req_id answers"
+        );
         // Quick separate messages join with a newline.
         b.push(msg("3", "a", "a", "one"), true, t0);
         b.push(msg("4", "a", "a", "two"), true, t0);
@@ -202,7 +249,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn zero_delay_disables_merging() {
-        let mut b = Batcher::new(BatchConfig { delay: Duration::ZERO, ..BatchConfig::default() });
-        assert_eq!(b.push(msg("1", "a", "a", "x"), true, Instant::now()).len(), 1);
+        let mut b = Batcher::new(BatchConfig {
+            delay: Duration::ZERO,
+            ..BatchConfig::default()
+        });
+        assert_eq!(
+            b.push(msg("1", "a", "a", "x"), true, Instant::now()).len(),
+            1
+        );
     }
 }

@@ -60,8 +60,17 @@ impl Bubbles {
     /// intermediate frames per bubble and bubbles younger than `rotate_after`.
     pub fn new(max_frame_bytes: usize, max_frames: u32, rotate_after: Duration) -> Self {
         // Room for the U+200B a final frame may need.
-        let budget = max_frame_bytes.saturating_sub(ZERO_WIDTH_SPACE.len_utf8()).max(8);
-        Self { budget, max_frames: max_frames.max(2), rotate_after, start: 0, sealed: String::new(), cur: None }
+        let budget = max_frame_bytes
+            .saturating_sub(ZERO_WIDTH_SPACE.len_utf8())
+            .max(8);
+        Self {
+            budget,
+            max_frames: max_frames.max(2),
+            rotate_after,
+            start: 0,
+            sealed: String::new(),
+            cur: None,
+        }
     }
 
     /// True once any frame was planned for the current bubble.
@@ -102,7 +111,12 @@ impl Bubbles {
         let cur = self.open(now);
         cur.frames += 1;
         cur.last = content.to_owned();
-        Planned { stream_id: cur.id.clone(), content: content.to_owned(), finish: false, text: String::new() }
+        Planned {
+            stream_id: cur.id.clone(),
+            content: content.to_owned(),
+            finish: false,
+            text: String::new(),
+        }
     }
 
     /// Seals the current bubble with `content` (opening one if none is open).
@@ -112,7 +126,12 @@ impl Bubbles {
         if cur.frames > 0 && body == cur.last {
             body.push(ZERO_WIDTH_SPACE);
         }
-        let planned = Planned { stream_id: cur.id.clone(), content: body, finish: true, text: delivers.to_owned() };
+        let planned = Planned {
+            stream_id: cur.id.clone(),
+            content: body,
+            finish: true,
+            text: delivers.to_owned(),
+        };
         self.cur = None;
         planned
     }
@@ -140,7 +159,11 @@ impl Bubbles {
         }
         if self.frames_left() == 0 {
             // Out of frames: seal what the bubble shows and continue in a new one.
-            let shown = self.cur.as_ref().map(|c| c.last.clone()).unwrap_or_default();
+            let shown = self
+                .cur
+                .as_ref()
+                .map(|c| c.last.clone())
+                .unwrap_or_default();
             if !shown.is_empty() && shown != THINK_SEED && rest.starts_with(&shown) {
                 let delivered = shown.clone();
                 out.push(self.seal(&shown, &delivered, now));
@@ -213,7 +236,11 @@ impl Bubbles {
         };
         let mut rest = rest.as_str();
         while !rest.is_empty() {
-            let cut = if rest.len() > self.budget { split_point(rest, self.budget) } else { rest.len() };
+            let cut = if rest.len() > self.budget {
+                split_point(rest, self.budget)
+            } else {
+                rest.len()
+            };
             let piece = rest[..cut].to_owned();
             out.push(self.seal(&piece, &piece, now));
             self.sealed.push_str(&piece);
@@ -244,7 +271,12 @@ pub fn split_point(s: &str, limit: usize) -> usize {
     }
     let window = &s[..max];
     let half = max / 2;
-    let after = |needle: &str| window.rfind(needle).map(|i| i + needle.len()).filter(|&i| i >= half && i > 0);
+    let after = |needle: &str| {
+        window
+            .rfind(needle)
+            .map(|i| i + needle.len())
+            .filter(|&i| i >= half && i > 0)
+    };
     after("\n\n")
         .or_else(|| after("\n"))
         .or_else(|| after(" ").or_else(|| after("。")))
@@ -253,7 +285,9 @@ pub fn split_point(s: &str, limit: usize) -> usize {
 
 /// The end of the last paragraph break in the second half of `s`, if any.
 fn paragraph_cut(s: &str) -> Option<usize> {
-    s.rfind("\n\n").map(|i| i + 2).filter(|&i| i > s.len() / 2 && i < s.len())
+    s.rfind("\n\n")
+        .map(|i| i + 2)
+        .filter(|&i| i > s.len() / 2 && i < s.len())
 }
 
 #[cfg(test)]
@@ -266,7 +300,11 @@ mod tests {
 
     /// Concatenates what final frames deliver.
     fn delivered(frames: &[Planned]) -> String {
-        frames.iter().filter(|f| f.finish).map(|f| f.text.as_str()).collect()
+        frames
+            .iter()
+            .filter(|f| f.finish)
+            .map(|f| f.text.as_str())
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -278,7 +316,10 @@ mod tests {
         let u = b.update("hello", now);
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].stream_id, seed.stream_id);
-        assert!(b.update("hello", now).is_empty(), "identical frames are skipped");
+        assert!(
+            b.update("hello", now).is_empty(),
+            "identical frames are skipped"
+        );
         let f = b.finish("hello", now);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].content, "hello\u{200B}");
@@ -313,19 +354,34 @@ mod tests {
             frames.extend(b.update(&text[..cut], now));
         }
         frames.extend(b.finish(&text, now));
-        assert!(frames.iter().all(|f| f.content.len() <= 20480), "frame over the limit");
-        assert_eq!(delivered(&frames), text, "bubbles are consecutive slices of the text");
-        let ids: std::collections::BTreeSet<_> = frames.iter().map(|f| f.stream_id.clone()).collect();
+        assert!(
+            frames.iter().all(|f| f.content.len() <= 20480),
+            "frame over the limit"
+        );
+        assert_eq!(
+            delivered(&frames),
+            text,
+            "bubbles are consecutive slices of the text"
+        );
+        let ids: std::collections::BTreeSet<_> =
+            frames.iter().map(|f| f.stream_id.clone()).collect();
         assert!(ids.len() >= 3, "several bubbles: {}", ids.len());
         for id in &ids {
-            let finals = frames.iter().filter(|f| &f.stream_id == id && f.finish).count();
+            let finals = frames
+                .iter()
+                .filter(|f| &f.stream_id == id && f.finish)
+                .count();
             assert_eq!(finals, 1, "exactly one finish per bubble");
             let last = frames.iter().rev().find(|f| &f.stream_id == id).unwrap();
             assert!(last.finish, "nothing after a bubble's finish");
         }
         // Cuts fall on paragraph breaks.
         for f in frames.iter().filter(|f| f.finish) {
-            assert!(f.text.ends_with("\n\n"), "{:?}", &f.text[f.text.len().saturating_sub(10)..]);
+            assert!(
+                f.text.ends_with("\n\n"),
+                "{:?}",
+                &f.text[f.text.len().saturating_sub(10)..]
+            );
         }
     }
 
@@ -359,7 +415,10 @@ mod tests {
         // Nothing to show yet: seal with a placeholder and re-seed.
         let r = b.rotate("", now);
         assert_eq!(r.len(), 2);
-        assert_eq!((r[0].stream_id.as_str(), r[0].content.as_str(), r[0].finish), (seed.stream_id.as_str(), STILL_WORKING, true));
+        assert_eq!(
+            (r[0].stream_id.as_str(), r[0].content.as_str(), r[0].finish),
+            (seed.stream_id.as_str(), STILL_WORKING, true)
+        );
         assert_eq!((r[1].content.as_str(), r[1].finish), (THINK_SEED, false));
         assert_ne!(r[1].stream_id, seed.stream_id);
         // With text: sealed at the paragraph break, the tail continues.
@@ -396,6 +455,10 @@ mod tests {
         let cjk = "你好世界你好世界";
         let cut = split_point(cjk, 10);
         assert!(cjk.is_char_boundary(cut) && cut <= 10 && cut > 0);
-        assert_eq!(split_point("😀😀", 2), 4, "one character even if over a tiny limit");
+        assert_eq!(
+            split_point("😀😀", 2),
+            4,
+            "one character even if over a tiny limit"
+        );
     }
 }

@@ -134,13 +134,22 @@ impl WeComConfig {
             err("bot_id", "missing: set the bot id (or WECOM_BOT_ID)".into());
         }
         if self.secret.expose_secret().trim().is_empty() {
-            err("secret", "missing: set the bot secret (or WECOM_SECRET)".into());
+            err(
+                "secret",
+                "missing: set the bot secret (or WECOM_SECRET)".into(),
+            );
         }
         let url = self.websocket_url.trim();
-        self.websocket_url =
-            if url.is_empty() { DEFAULT_WEBSOCKET_URL.to_owned() } else { url.to_owned() };
+        self.websocket_url = if url.is_empty() {
+            DEFAULT_WEBSOCKET_URL.to_owned()
+        } else {
+            url.to_owned()
+        };
         if !(self.websocket_url.starts_with("ws://") || self.websocket_url.starts_with("wss://")) {
-            err("websocket_url", "must start with wss:// (or ws:// for a local emulator)".into());
+            err(
+                "websocket_url",
+                "must start with wss:// (or ws:// for a local emulator)".into(),
+            );
         }
         if let Some(p) = &self.proxy {
             let p = p.trim();
@@ -154,10 +163,17 @@ impl WeComConfig {
         }
         if let Some(d) = &self.device_id {
             if d.trim().is_empty() || d.len() > 128 {
-                err("device_id", "must be 1 to 128 characters (or left unset)".into());
+                err(
+                    "device_id",
+                    "must be 1 to 128 characters (or left unset)".into(),
+                );
             }
         }
-        if self.welcome_text.as_deref().is_some_and(|w| w.trim().is_empty()) {
+        if self
+            .welcome_text
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
             self.welcome_text = None;
         }
         let mut positive = |path: &str, v: u64| {
@@ -175,27 +191,45 @@ impl WeComConfig {
         positive("dedup_ttl_secs", self.dedup_ttl_secs);
         positive("media_retention_hours", self.media_retention_hours);
         if self.reconnect_backoff_secs.is_empty() || self.reconnect_backoff_secs.contains(&0) {
-            err("reconnect_backoff_secs", "must be a non-empty list of seconds, each ≥ 1".into());
+            err(
+                "reconnect_backoff_secs",
+                "must be a non-empty list of seconds, each ≥ 1".into(),
+            );
         }
         if !(2..=95).contains(&self.stream_max_frames) {
-            err("stream_max_frames", "must be between 2 and 95 (WeCom queues 100)".into());
+            err(
+                "stream_max_frames",
+                "must be between 2 and 95 (WeCom queues 100)".into(),
+            );
         }
         if !(64..=20480).contains(&self.stream_max_frame_bytes) {
-            err("stream_max_frame_bytes", "must be between 64 and 20480".into());
+            err(
+                "stream_max_frame_bytes",
+                "must be between 64 and 20480".into(),
+            );
         }
         if !(64..=4096).contains(&self.text_max_bytes) {
-            err("text_max_bytes", "must be between 64 and 4096 (WeCom's markdown limit)".into());
+            err(
+                "text_max_bytes",
+                "must be between 64 and 4096 (WeCom's markdown limit)".into(),
+            );
         }
         if !(1..=10_000_000).contains(&self.dedup_capacity) {
             err("dedup_capacity", "must be between 1 and 10000000".into());
         }
         if self.media_max_bytes == 0 || self.media_max_bytes > 20 * MIB {
-            err("media_max_bytes", "must be between 1 and 20971520 (20 MiB)".into());
+            err(
+                "media_max_bytes",
+                "must be between 1 and 20971520 (20 MiB)".into(),
+            );
         }
         if self.rate_limit_per_minute == 0 {
             err("rate_limit_per_minute", "must be greater than 0".into());
         } else if self.rate_limit_reserve >= self.rate_limit_per_minute {
-            err("rate_limit_reserve", "must be smaller than rate_limit_per_minute".into());
+            err(
+                "rate_limit_reserve",
+                "must be smaller than rate_limit_per_minute".into(),
+            );
         }
         errors
     }
@@ -207,7 +241,10 @@ impl WeComConfig {
 
     /// The reconnect delays.
     pub fn backoff(&self) -> Vec<Duration> {
-        self.reconnect_backoff_secs.iter().map(|s| Duration::from_secs(*s)).collect()
+        self.reconnect_backoff_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect()
     }
 
     /// Dial plus subscribe deadline.
@@ -238,8 +275,24 @@ impl WeComConfig {
 
 /// The documented keys of `platforms.<name>.extra` for `wecom` (policy keys excluded).
 pub const CONFIG_KEYS: &[ConfigKey] = &[
-    key("bot_id", KeyKind::String, true, false, Some("WECOM_BOT_ID"), None, "The AI Bot's id."),
-    key("secret", KeyKind::String, true, true, Some("WECOM_SECRET"), None, "The AI Bot's secret."),
+    key(
+        "bot_id",
+        KeyKind::String,
+        true,
+        false,
+        Some("WECOM_BOT_ID"),
+        None,
+        "The AI Bot's id.",
+    ),
+    key(
+        "secret",
+        KeyKind::String,
+        true,
+        true,
+        Some("WECOM_SECRET"),
+        None,
+        "The AI Bot's secret.",
+    ),
     key(
         "websocket_url",
         KeyKind::String,
@@ -267,8 +320,24 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "Fixed device id; unset generates one and keeps it in the state store.",
     ),
-    key("welcome_text", KeyKind::String, false, false, None, None, "Greeting for enter_chat."),
-    key("ping_interval_secs", KeyKind::Integer, false, false, None, Some("30"), "Ping cadence."),
+    key(
+        "welcome_text",
+        KeyKind::String,
+        false,
+        false,
+        None,
+        None,
+        "Greeting for enter_chat.",
+    ),
+    key(
+        "ping_interval_secs",
+        KeyKind::Integer,
+        false,
+        false,
+        None,
+        Some("30"),
+        "Ping cadence.",
+    ),
     key(
         "max_missed_pings",
         KeyKind::Integer,
@@ -460,7 +529,15 @@ const fn key(
     default: Option<&'static str>,
     doc: &'static str,
 ) -> ConfigKey {
-    ConfigKey { name, kind, required, secret, env, default, doc }
+    ConfigKey {
+        name,
+        kind,
+        required,
+        secret,
+        env,
+        default,
+        doc,
+    }
 }
 
 /// Environment variables of the router's access-policy keys for the default instance.
@@ -477,8 +554,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<WeComConfig, Vec<ConfigError>> {
-        let mut cfg: WeComConfig =
-            gateway_core::adapter::parse_extra(v).map_err(|e| vec![e])?;
+        let mut cfg: WeComConfig = gateway_core::adapter::parse_extra(v).map_err(|e| vec![e])?;
         let errors = cfg.validate();
         if errors.is_empty() {
             Ok(cfg)
@@ -523,8 +599,8 @@ mod tests {
 
     #[test]
     fn every_key_is_documented() {
-        let cfg = serde_json::to_value(CONFIG_KEYS.iter().map(|k| k.name).collect::<Vec<_>>())
-            .unwrap();
+        let cfg =
+            serde_json::to_value(CONFIG_KEYS.iter().map(|k| k.name).collect::<Vec<_>>()).unwrap();
         for name in [
             "bot_id",
             "secret",

@@ -77,7 +77,8 @@ impl ProxyChoice {
 }
 
 /// Notice sent when the inbound queue is full, so the user is not silently ignored.
-const BUSY_NOTICE: &str = "⚠️ I am receiving too many messages right now; please send this again in a minute.";
+const BUSY_NOTICE: &str =
+    "⚠️ I am receiving too many messages right now; please send this again in a minute.";
 
 /// The socket type after dialling over the network.
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -123,7 +124,9 @@ pub async fn websocket_over<S>(url: &str, io: S) -> Result<(WsSink, WsStream), D
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, _) = tokio_tungstenite::client_async(url, io).await.map_err(handshake_error)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, io)
+        .await
+        .map_err(handshake_error)?;
     let (sink, stream) = ws.split();
     Ok((Box::pin(sink), Box::pin(stream)))
 }
@@ -148,7 +151,9 @@ pub(crate) struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("instance", &self.instance).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +223,10 @@ impl Runner {
             }
             let attempt = u32::try_from(self.session.attempt()).unwrap_or(u32::MAX);
             let delay = self.session.reconnect_in(now).unwrap_or_default();
-            if !matches!(self.health.snapshot().state, InstanceState::AuthFailed { .. }) {
+            if !matches!(
+                self.health.snapshot().state,
+                InstanceState::AuthFailed { .. }
+            ) {
                 self.health.reconnecting(attempt);
             }
             info!(instance = %self.instance, attempt, delay_secs = delay.as_secs_f32(), "Reconnecting to WeCom.");
@@ -363,16 +371,22 @@ impl Runner {
                 },
                 Action::Up { epoch } => {
                     self.generation += 1;
-                    let _ = self.link.send_replace(Link::Up { generation: self.generation });
+                    let _ = self.link.send_replace(Link::Up {
+                        generation: self.generation,
+                    });
                     self.health.set_state(InstanceState::Connected);
                     info!(instance = %self.instance, epoch, "Subscribed to WeCom.");
                     self.report_first(Ok(()));
                 }
                 Action::AuthFailed { code, message } => {
-                    let hint = "check bot_id and secret (WECOM_BOT_ID / WECOM_SECRET): WeCom refused them".to_owned();
+                    let hint =
+                        "check bot_id and secret (WECOM_BOT_ID / WECOM_SECRET): WeCom refused them"
+                            .to_owned();
                     error!(instance = %self.instance, code, "WeCom refused the bot credentials.");
-                    self.health.set_state(InstanceState::AuthFailed { hint: hint.clone() });
-                    self.health.error(format!("authentication failed: {message} (errcode {code})"));
+                    self.health
+                        .set_state(InstanceState::AuthFailed { hint: hint.clone() });
+                    self.health
+                        .error(format!("authentication failed: {message} (errcode {code})"));
                     self.report_first(Err(AdapterError::Auth {
                         message: format!("{message} (errcode {code})"),
                         hint,
@@ -385,14 +399,18 @@ impl Runner {
                         gateway."
                         .to_owned();
                     error!(instance = %self.instance, "WeCom bot taken over by another connection; not reconnecting.");
-                    self.health.set_state(InstanceState::TakenOver { explanation: explanation.clone() });
+                    self.health.set_state(InstanceState::TakenOver {
+                        explanation: explanation.clone(),
+                    });
                     self.health.error(explanation);
                     let _ = self.link.send_replace(Link::TakenOver);
                 }
                 Action::Resubscribing => {
                     self.generation += 1;
                     warn!(instance = %self.instance, "WeCom says this connection is no longer subscribed; re-subscribing.");
-                    let _ = self.link.send_replace(Link::Up { generation: self.generation });
+                    let _ = self.link.send_replace(Link::Up {
+                        generation: self.generation,
+                    });
                 }
                 Action::Close(reason) => {
                     match &reason {
@@ -409,7 +427,8 @@ impl Runner {
                         }
                         CloseReason::SubscribeRejected { code, message } => {
                             warn!(instance = %self.instance, code, "WeCom refused the subscribe.");
-                            self.health.error(format!("subscribe refused: {message} (errcode {code})"));
+                            self.health
+                                .error(format!("subscribe refused: {message} (errcode {code})"));
                             self.report_first(Err(wecom_common::errors::to_adapter_error(
                                 *code, message, "",
                             )));
@@ -418,7 +437,11 @@ impl Runner {
                     }
                     let _ = sink.send(Message::Close(None)).await;
                     let _ = sink.close().await;
-                    return Some(if reason == CloseReason::Stopping { Ended::Stop } else { Ended::Gone });
+                    return Some(if reason == CloseReason::Stopping {
+                        Ended::Stop
+                    } else {
+                        Ended::Gone
+                    });
                 }
                 Action::Connect => {}
             }
@@ -477,7 +500,11 @@ async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
         Some("ws") => false,
         _ => return Err(DialError::BadUrl),
     };
-    let host = uri.host().ok_or(DialError::BadUrl)?.trim_matches(['[', ']']).to_owned();
+    let host = uri
+        .host()
+        .ok_or(DialError::BadUrl)?
+        .trim_matches(['[', ']'])
+        .to_owned();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     if secure {
         // Two rustls providers may be compiled in; choosing one avoids a panic on first use.
@@ -489,15 +516,22 @@ async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
         ProxyChoice::FromEnv => proxy_from_env(secure, &host),
     };
     let Some(proxy_url) = proxy_url else {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(handshake_error)?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(handshake_error)?;
         return Ok(ws);
     };
     let proxy = ProxyAddr::parse(&proxy_url)?;
-    let stream = TcpStream::connect((proxy.host.as_str(), proxy.port)).await.map_err(|e| {
-        DialError::Proxy { host: proxy.host.clone(), detail: e.to_string() }
-    })?;
+    let stream = TcpStream::connect((proxy.host.as_str(), proxy.port))
+        .await
+        .map_err(|e| DialError::Proxy {
+            host: proxy.host.clone(),
+            detail: e.to_string(),
+        })?;
     let stream = connect_tunnel(stream, &proxy, &host, port).await?;
-    let (ws, _) = tokio_tungstenite::client_async_tls(url, stream).await.map_err(handshake_error)?;
+    let (ws, _) = tokio_tungstenite::client_async_tls(url, stream)
+        .await
+        .map_err(handshake_error)?;
     Ok(ws)
 }
 
@@ -529,13 +563,22 @@ impl ProxyAddr {
             None => (None, authority),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or(DialError::BadProxy("http".into()))?;
-            (h.to_owned(), after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(80))
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or(DialError::BadProxy("http".into()))?;
+            (
+                h.to_owned(),
+                after
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(80),
+            )
         } else {
             match hostport.rsplit_once(':') {
-                Some((h, p)) => {
-                    (h.to_owned(), p.parse().map_err(|_| DialError::BadProxy("http".into()))?)
-                }
+                Some((h, p)) => (
+                    h.to_owned(),
+                    p.parse().map_err(|_| DialError::BadProxy("http".into()))?,
+                ),
                 None => (hostport.to_owned(), 80),
             }
         };
@@ -573,15 +616,25 @@ async fn connect_tunnel(
     port: u16,
 ) -> Result<TcpStream, DialError> {
     use base64::Engine as _;
-    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(auth) = &proxy.auth {
         let token = base64::engine::general_purpose::STANDARD.encode(auth.as_bytes());
         req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     req.push_str("\r\n");
-    let perr = |detail: String| DialError::Proxy { host: proxy.host.clone(), detail };
-    stream.write_all(req.as_bytes()).await.map_err(|e| perr(e.to_string()))?;
+    let perr = |detail: String| DialError::Proxy {
+        host: proxy.host.clone(),
+        detail,
+    };
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| perr(e.to_string()))?;
     // Read the answer byte by byte up to the blank line, so no tunnelled byte is consumed.
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
@@ -604,9 +657,12 @@ async fn connect_tunnel(
 /// `HTTP_PROXY` then `ALL_PROXY` for `ws://`; none for loopback hosts or hosts in `NO_PROXY`.
 fn proxy_from_env(secure: bool, host: &str) -> Option<String> {
     let var = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+        names.iter().find_map(|n| {
+            std::env::var(n)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        })
     };
     let no_proxy = var(&["NO_PROXY", "no_proxy"]).unwrap_or_default();
     if is_loopback(host) || no_proxy_matches(&no_proxy, host) {
@@ -621,19 +677,30 @@ fn proxy_from_env(secure: bool, host: &str) -> Option<String> {
 
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `NO_PROXY` matching: `*`, exact hosts, and domain suffixes (`.example.com` or `example.com`).
 fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    no_proxy.split(',').map(|e| e.trim().to_ascii_lowercase()).filter(|e| !e.is_empty()).any(|e| {
-        if e == "*" {
-            return true;
-        }
-        let e = e.split(':').next().unwrap_or("").trim_start_matches('.').to_owned();
-        host == e || host.ends_with(&format!(".{e}"))
-    })
+    no_proxy
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .any(|e| {
+            if e == "*" {
+                return true;
+            }
+            let e = e
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('.')
+                .to_owned();
+            host == e || host.ends_with(&format!(".{e}"))
+        })
 }
 
 #[cfg(test)]
@@ -643,22 +710,38 @@ mod tests {
     #[test]
     fn proxy_urls_parse() {
         let p = ProxyAddr::parse("http://u%40x:p%3Aw@proxy.local:3128/").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.auth.as_deref()), ("proxy.local", 3128, Some("u@x:p:w")));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.auth.as_deref()),
+            ("proxy.local", 3128, Some("u@x:p:w"))
+        );
         let p = ProxyAddr::parse("http://[::1]:8080").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("::1", 8080));
         assert_eq!(ProxyAddr::parse("http://p").unwrap().port, 80);
-        assert!(matches!(ProxyAddr::parse("socks5://p:1"), Err(DialError::BadProxy(s)) if s == "socks5"));
+        assert!(
+            matches!(ProxyAddr::parse("socks5://p:1"), Err(DialError::BadProxy(s)) if s == "socks5")
+        );
         // Errors never carry the credentials.
-        let e = ProxyAddr::parse("http://user:secret@:1").unwrap_err().to_string();
+        let e = ProxyAddr::parse("http://user:secret@:1")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"));
     }
 
     #[test]
     fn no_proxy_rules() {
         assert!(no_proxy_matches("*", "openws.work.weixin.qq.com"));
-        assert!(no_proxy_matches("foo, .qq.com", "openws.work.weixin.qq.com"));
-        assert!(no_proxy_matches("weixin.qq.com:443", "openws.work.weixin.qq.com"));
-        assert!(!no_proxy_matches("example.com", "openws.work.weixin.qq.com"));
+        assert!(no_proxy_matches(
+            "foo, .qq.com",
+            "openws.work.weixin.qq.com"
+        ));
+        assert!(no_proxy_matches(
+            "weixin.qq.com:443",
+            "openws.work.weixin.qq.com"
+        ));
+        assert!(!no_proxy_matches(
+            "example.com",
+            "openws.work.weixin.qq.com"
+        ));
         assert!(is_loopback("127.0.0.1") && is_loopback("localhost") && is_loopback("::1"));
         assert_eq!(ProxyChoice::from_config(Some("NONE")), ProxyChoice::Direct);
         assert_eq!(ProxyChoice::from_config(None), ProxyChoice::FromEnv);

@@ -86,7 +86,10 @@ pub struct ParsedMessage {
 impl ParsedMessage {
     /// True when the message is plain text without quote or media (eligible for merging).
     pub fn is_plain_text(&self) -> bool {
-        self.msgtype == "text" && self.media.is_empty() && self.quote.is_none() && self.link.is_none()
+        self.msgtype == "text"
+            && self.media.is_empty()
+            && self.quote.is_none()
+            && self.link.is_none()
     }
 }
 
@@ -110,14 +113,24 @@ fn origin(frame: &Incoming) -> Option<Origin> {
     };
     let msgid = str_at(body, &["msgid"])
         .map(str::to_owned)
-        .or_else(|| body.get("msgid").and_then(Value::as_i64).map(|n| n.to_string()))
+        .or_else(|| {
+            body.get("msgid")
+                .and_then(Value::as_i64)
+                .map(|n| n.to_string())
+        })
         .or_else(|| (!frame.req_id.is_empty()).then(|| frame.req_id.clone()))
         .unwrap_or_else(crate::protocol::random_hex32);
     let sent_at = body
         .get("create_time")
         .and_then(Value::as_i64)
         .and_then(|t| Utc.timestamp_opt(t, 0).single());
-    Some(Origin { req_id: frame.req_id.clone(), msgid, chat, sender, sent_at })
+    Some(Origin {
+        req_id: frame.req_id.clone(),
+        msgid,
+        chat,
+        sender,
+        sent_at,
+    })
 }
 
 fn media_ref(kind: MediaKind, v: &Value) -> Option<MediaRef> {
@@ -131,7 +144,9 @@ fn media_ref(kind: MediaKind, v: &Value) -> Option<MediaRef> {
         url,
         aeskey: str_at(v, &["aeskey"]).map(str::to_owned),
         base64,
-        name: str_at(v, &["filename"]).or_else(|| str_at(v, &["name"])).map(str::to_owned),
+        name: str_at(v, &["filename"])
+            .or_else(|| str_at(v, &["name"]))
+            .map(str::to_owned),
     })
 }
 
@@ -146,25 +161,39 @@ fn extract(obj: &Value) -> (String, Vec<MediaRef>, Option<ParsedLink>) {
             let items = obj.pointer("/mixed/msg_item").and_then(Value::as_array);
             for item in items.into_iter().flatten() {
                 match str_at(item, &["msgtype"]) {
-                    Some("text") => texts.extend(str_at(item, &["text", "content"]).map(str::to_owned)),
-                    Some("image") => media.extend(item.get("image").and_then(|i| media_ref(MediaKind::Image, i))),
+                    Some("text") => {
+                        texts.extend(str_at(item, &["text", "content"]).map(str::to_owned))
+                    }
+                    Some("image") => media.extend(
+                        item.get("image")
+                            .and_then(|i| media_ref(MediaKind::Image, i)),
+                    ),
                     _ => {}
                 }
             }
         }
         "voice" => {
             texts.extend(str_at(obj, &["voice", "content"]).map(str::to_owned));
-            media.extend(obj.get("voice").and_then(|v| media_ref(MediaKind::Voice, v)));
+            media.extend(
+                obj.get("voice")
+                    .and_then(|v| media_ref(MediaKind::Voice, v)),
+            );
         }
         "file" => media.extend(obj.get("file").and_then(|f| media_ref(MediaKind::File, f))),
-        "video" => media.extend(obj.get("video").and_then(|v| media_ref(MediaKind::Video, v))),
+        "video" => media.extend(
+            obj.get("video")
+                .and_then(|v| media_ref(MediaKind::Video, v)),
+        ),
         "appmsg" => {
             let app = obj.get("appmsg").unwrap_or(&Value::Null);
             let title = str_at(app, &["title"]).map(str::to_owned);
             let item = app
                 .get("file")
                 .and_then(|f| media_ref(MediaKind::File, f))
-                .or_else(|| app.get("image").and_then(|i| media_ref(MediaKind::Image, i)));
+                .or_else(|| {
+                    app.get("image")
+                        .and_then(|i| media_ref(MediaKind::Image, i))
+                });
             match item {
                 Some(mut m) => {
                     // The title of a file card is its file name.
@@ -192,7 +221,10 @@ fn extract(obj: &Value) -> (String, Vec<MediaRef>, Option<ParsedLink>) {
     if msgtype != "mixed" {
         texts.extend(str_at(obj, &["text", "content"]).map(str::to_owned));
         // An image may ride along any message type (§3.5).
-        media.extend(obj.get("image").and_then(|i| media_ref(MediaKind::Image, i)));
+        media.extend(
+            obj.get("image")
+                .and_then(|i| media_ref(MediaKind::Image, i)),
+        );
     }
     (texts.join("\n"), media, link)
 }
@@ -211,15 +243,27 @@ pub fn parse_message(frame: &Incoming) -> Option<ParsedMessage> {
     let quote = body.get("quote").filter(|q| q.is_object()).map(|q| {
         let (qtext, qmedia, qlink) = extract(q);
         let qtext = match qlink {
-            Some(l) if qtext.is_empty() => {
-                [l.title, l.description, l.url].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n")
-            }
+            Some(l) if qtext.is_empty() => [l.title, l.description, l.url]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n"),
             _ => qtext,
         };
-        ParsedQuote { text: qtext, media: qmedia }
+        ParsedQuote {
+            text: qtext,
+            media: qmedia,
+        }
     });
     let quote = quote.filter(|q| !q.text.is_empty() || !q.media.is_empty());
-    Some(ParsedMessage { origin, msgtype, text, media, link, quote })
+    Some(ParsedMessage {
+        origin,
+        msgtype,
+        text,
+        media,
+        link,
+        quote,
+    })
 }
 
 /// Parses an event callback; `None` when it has no sender or is the take-over event (handled
@@ -244,7 +288,10 @@ pub fn parse_event(frame: &Incoming) -> Option<ParsedEvent> {
                 Some(Value::String(s)) => s.clone(),
                 _ => String::new(),
             };
-            PlatformEvent::Feedback { id: str_at(fb, &["id"]).unwrap_or("").to_owned(), kind }
+            PlatformEvent::Feedback {
+                id: str_at(fb, &["id"]).unwrap_or("").to_owned(),
+                kind,
+            }
         }
         "disconnected_event" => return None,
         _ => PlatformEvent::Other { name },
@@ -291,7 +338,10 @@ pub fn build_message(
                 Fetched::Failed(kind) => push_line(&mut qtext, &failure_line(kind)),
             }
         }
-        Quote { text: qtext, attachments: qatt }
+        Quote {
+            text: qtext,
+            attachments: qatt,
+        }
     });
     // The router hands the agent the message text only, so the quoted text is appended as a
     // markdown quote; the structured quote stays on the message too.
@@ -306,11 +356,18 @@ pub fn build_message(
         }
     }
     let content = if let Some(l) = &parsed.link {
-        Content::Link { title: l.title.clone(), description: l.description.clone(), url: l.url.clone() }
+        Content::Link {
+            title: l.title.clone(),
+            description: l.description.clone(),
+            url: l.url.clone(),
+        }
     } else if parsed.msgtype == "mixed" || attachments.len() > 1 {
         Content::Mixed { text, attachments }
     } else if let Some(a) = attachments.pop() {
-        Content::Media { text, attachment: a }
+        Content::Media {
+            text,
+            attachment: a,
+        }
     } else if text.is_empty() && quote.as_ref().is_none_or(|q| q.attachments.is_empty()) {
         return None;
     } else {
@@ -355,24 +412,33 @@ mod tests {
     use serde_json::json;
 
     fn frame(body: Value) -> Incoming {
-        Incoming::from_value(json!({"cmd":"aibot_msg_callback","headers":{"req_id":"r1"},"body":body}))
-            .unwrap()
+        Incoming::from_value(
+            json!({"cmd":"aibot_msg_callback","headers":{"req_id":"r1"},"body":body}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn text_dm_and_group_with_mention() {
-        let dm = parse_message(&frame(json!({"msgid":"m","chattype":"single","from":{"userid":"u"},
-            "msgtype":"text","text":{"content":"  hi  "}}))).unwrap();
+        let dm = parse_message(&frame(
+            json!({"msgid":"m","chattype":"single","from":{"userid":"u"},
+            "msgtype":"text","text":{"content":"  hi  "}}),
+        ))
+        .unwrap();
         assert_eq!(dm.origin.chat, ChatAddress::dm("u"));
         assert_eq!(dm.text, "hi");
         assert!(dm.is_plain_text());
         let g = parse_message(&frame(json!({"msgid":"m","chattype":"GROUP","chatid":"g1",
-            "from":{"userid":"u"},"msgtype":"text","text":{"content":"@Bot /stop"}}))).unwrap();
+            "from":{"userid":"u"},"msgtype":"text","text":{"content":"@Bot /stop"}})))
+        .unwrap();
         assert_eq!(g.origin.chat, ChatAddress::group("g1"));
         assert_eq!(g.text, "/stop");
         // A chatid alone does not make a group (§3.3: chattype decides).
-        let dm2 = parse_message(&frame(json!({"chattype":"single","chatid":"x","from":{"userid":"u"},
-            "msgtype":"text","text":{"content":"@a b"}}))).unwrap();
+        let dm2 = parse_message(&frame(
+            json!({"chattype":"single","chatid":"x","from":{"userid":"u"},
+            "msgtype":"text","text":{"content":"@a b"}}),
+        ))
+        .unwrap();
         assert_eq!(dm2.origin.chat, ChatAddress::dm("u"));
         assert_eq!(dm2.text, "@a b");
         assert_eq!(dm2.origin.msgid, "r1", "msgid falls back to req_id");
@@ -381,23 +447,44 @@ mod tests {
 
     #[test]
     fn mixed_voice_video_appmsg_and_quote() {
-        let m = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"mixed",
+        let m = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"mixed",
             "mixed":{"msg_item":[{"msgtype":"text","text":{"content":"part1"}},
                 {"msgtype":"image","image":{"url":"http://x/1","aeskey":"k"}},
-                {"msgtype":"text","text":{"content":" part2 "}}]}}))).unwrap();
+                {"msgtype":"text","text":{"content":" part2 "}}]}}),
+        ))
+        .unwrap();
         assert_eq!(m.text, "part1\npart2");
         assert_eq!(m.media.len(), 1);
-        let v = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"voice",
-            "voice":{"content":"spoken"},"quote":{"msgtype":"text","text":{"content":"quoted"}}}))).unwrap();
-        assert_eq!((v.text.as_str(), v.quote.unwrap().text.as_str()), ("spoken", "quoted"));
-        let vid = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"video",
-            "video":{"url":"http://x/v","aeskey":"k"}}))).unwrap();
+        let v = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"voice",
+            "voice":{"content":"spoken"},"quote":{"msgtype":"text","text":{"content":"quoted"}}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (v.text.as_str(), v.quote.unwrap().text.as_str()),
+            ("spoken", "quoted")
+        );
+        let vid = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"video",
+            "video":{"url":"http://x/v","aeskey":"k"}}),
+        ))
+        .unwrap();
         assert_eq!(vid.media[0].kind, MediaKind::Video);
-        let app = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"appmsg",
-            "appmsg":{"title":"Q3.pdf","file":{"url":"http://x/f","aeskey":"k"}}}))).unwrap();
-        assert_eq!((app.media[0].kind, app.media[0].name.as_deref()), (MediaKind::File, Some("Q3.pdf")));
-        let art = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"appmsg",
-            "appmsg":{"title":"T","digest":"D","url":"https://e/a"}}))).unwrap();
+        let app = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"appmsg",
+            "appmsg":{"title":"Q3.pdf","file":{"url":"http://x/f","aeskey":"k"}}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (app.media[0].kind, app.media[0].name.as_deref()),
+            (MediaKind::File, Some("Q3.pdf"))
+        );
+        let art = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"appmsg",
+            "appmsg":{"title":"T","digest":"D","url":"https://e/a"}}),
+        ))
+        .unwrap();
         assert_eq!(art.link.unwrap().description, "D");
         let q = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"text",
             "text":{"content":"see"},"quote":{"msgtype":"appmsg","appmsg":{"title":"T","image":{"base64":"AA=="}}}}))).unwrap();
@@ -411,25 +498,59 @@ mod tests {
                 "body":{"msgid":"x","chattype":"single","from":{"userid":"u"},"msgtype":"event","event":e}}))
             .unwrap()
         };
-        assert_eq!(parse_event(&ev(json!({"eventtype":"enter_chat"}))).unwrap().event, PlatformEvent::EnterChat);
+        assert_eq!(
+            parse_event(&ev(json!({"eventtype":"enter_chat"})))
+                .unwrap()
+                .event,
+            PlatformEvent::EnterChat
+        );
         let card = parse_event(&ev(json!({"eventtype":"template_card_event",
-            "template_card_event":{"task_id":"t1","event_key":"deny"}}))).unwrap();
-        assert_eq!(card.event, PlatformEvent::TemplateCard { task_id: "t1".into(), key: "deny".into() });
-        let fb = parse_event(&ev(json!({"eventtype":"feedback_event","feedback_event":{"id":"f","type":2}}))).unwrap();
-        assert_eq!(fb.event, PlatformEvent::Feedback { id: "f".into(), kind: "2".into() });
+            "template_card_event":{"task_id":"t1","event_key":"deny"}})))
+        .unwrap();
+        assert_eq!(
+            card.event,
+            PlatformEvent::TemplateCard {
+                task_id: "t1".into(),
+                key: "deny".into()
+            }
+        );
+        let fb = parse_event(&ev(
+            json!({"eventtype":"feedback_event","feedback_event":{"id":"f","type":2}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            fb.event,
+            PlatformEvent::Feedback {
+                id: "f".into(),
+                kind: "2".into()
+            }
+        );
         assert!(parse_event(&ev(json!({"eventtype":"disconnected_event"}))).is_none());
     }
 
     #[test]
     fn failed_media_is_visible_and_quotes_are_folded_into_the_text() {
-        let p = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"text",
-            "text":{"content":"hello"},"quote":{"msgtype":"text","text":{"content":"a\nb"}}}))).unwrap();
+        let p = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"text",
+            "text":{"content":"hello"},"quote":{"msgtype":"text","text":{"content":"a\nb"}}}),
+        ))
+        .unwrap();
         let m = build_message("i", &p, vec![], vec![], Value::Null).unwrap();
         assert_eq!(m.text(), "hello\n\n> a\n> b");
         assert_eq!(m.quote.unwrap().text, "a\nb");
-        let img = parse_message(&frame(json!({"chattype":"single","from":{"userid":"u"},"msgtype":"image",
-            "image":{"url":"http://x"}}))).unwrap();
-        let m = build_message("i", &img, vec![Fetched::Failed(MediaKind::Image)], vec![], Value::Null).unwrap();
+        let img = parse_message(&frame(
+            json!({"chattype":"single","from":{"userid":"u"},"msgtype":"image",
+            "image":{"url":"http://x"}}),
+        ))
+        .unwrap();
+        let m = build_message(
+            "i",
+            &img,
+            vec![Fetched::Failed(MediaKind::Image)],
+            vec![],
+            Value::Null,
+        )
+        .unwrap();
         assert_eq!(m.text(), "[image could not be downloaded]");
     }
 }

@@ -50,8 +50,17 @@ pub(crate) fn spawn(
     stop: CancellationToken,
 ) {
     let (ready_tx, ready_rx) = mpsc::channel(READY_QUEUE);
-    inner.tasks.spawn(dispatch(inner.clone(), ctx.clone(), media.clone(), rx, ready_tx, stop.clone()));
-    inner.tasks.spawn(batch_stage(inner.clone(), ctx, ready_rx, stop.clone()));
+    inner.tasks.spawn(dispatch(
+        inner.clone(),
+        ctx.clone(),
+        media.clone(),
+        rx,
+        ready_tx,
+        stop.clone(),
+    ));
+    inner
+        .tasks
+        .spawn(batch_stage(inner.clone(), ctx, ready_rx, stop.clone()));
     inner.tasks.spawn(cleanup(media, stop));
 }
 
@@ -73,7 +82,9 @@ async fn dispatch(
         };
         let route = inner.route_tag().unwrap_or_default();
         if frame.cmd == cmd::EVENT_CALLBACK {
-            inner.tasks.spawn(handle_event(inner.clone(), ctx.clone(), frame, route));
+            inner
+                .tasks
+                .spawn(handle_event(inner.clone(), ctx.clone(), frame, route));
             continue;
         }
         let Some(parsed) = parse_message(&frame) else {
@@ -84,7 +95,11 @@ async fn dispatch(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             () = stop.cancelled() => return,
         };
-        let chat_key = format!("{}:{}", parsed.origin.chat.kind.as_str(), parsed.origin.chat.chat_id);
+        let chat_key = format!(
+            "{}:{}",
+            parsed.origin.chat.kind.as_str(),
+            parsed.origin.chat.chat_id
+        );
         if tails.len() > 4 * PARALLEL {
             // Forget chats whose last message is done.
             tails.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
@@ -96,7 +111,11 @@ async fn dispatch(
         inner.clone().tasks.spawn(async move {
             let msgid = parsed.origin.msgid.clone();
             let own = fetch_all(&inner, &media, &parsed.media, &msgid, 0).await;
-            let quoted_refs = parsed.quote.as_ref().map(|q| q.media.clone()).unwrap_or_default();
+            let quoted_refs = parsed
+                .quote
+                .as_ref()
+                .map(|q| q.media.clone())
+                .unwrap_or_default();
             let quoted = fetch_all(&inner, &media, &quoted_refs, &msgid, own.len()).await;
             if let Some(prev) = prev {
                 // Resolves when the previous message of this chat was handed on (or dropped).
@@ -148,7 +167,9 @@ async fn batch_stage(
     let cfg = &inner.cfg;
     let mut batcher = Batcher::new(BatchConfig {
         delay: Duration::from_millis(cfg.text_batch_delay_ms),
-        split_delay: Duration::from_millis(cfg.text_batch_split_delay_ms.max(cfg.text_batch_delay_ms)),
+        split_delay: Duration::from_millis(
+            cfg.text_batch_split_delay_ms.max(cfg.text_batch_delay_ms),
+        ),
         split_threshold: cfg.text_batch_split_threshold,
         ..BatchConfig::default()
     });
@@ -189,7 +210,8 @@ async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
         Err(e) => {
             warn!(instance = %inner.instance, error = %e, "The router could not take a message; telling the sender.");
             if let Some(req_id) = rc.req_id.filter(|_| inner.route_is(rc.route.as_deref())) {
-                let notice = "⚠️ Sorry, I could not take this message right now; please send it again.";
+                let notice =
+                    "⚠️ Sorry, I could not take this message right now; please send it again.";
                 let frame = protocol::markdown_reply(&req_id, notice);
                 let _ = inner.request(frame, inner.cfg.request_timeout()).await;
             }
@@ -198,7 +220,9 @@ async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
 }
 
 async fn handle_event(inner: Arc<Inner>, ctx: AdapterContext, frame: Incoming, route: String) {
-    let Some(parsed) = parse_event(&frame) else { return };
+    let Some(parsed) = parse_event(&frame) else {
+        return;
+    };
     let enter = parsed.event == PlatformEvent::EnterChat;
     let context = ReplyContext {
         req_id: Some(parsed.origin.req_id.clone()).filter(|r| !r.is_empty()),
@@ -216,11 +240,18 @@ async fn handle_event(inner: Arc<Inner>, ctx: AdapterContext, frame: Incoming, r
     if !enter || !admission.passed_policy() {
         return;
     }
-    let (Some(text), Some(req_id)) = (inner.cfg.welcome_text.clone(), context.req_id) else { return };
+    let (Some(text), Some(req_id)) = (inner.cfg.welcome_text.clone(), context.req_id) else {
+        return;
+    };
     // The welcome window is five seconds from the event.
-    match inner.request(protocol::welcome(&req_id, &text), Duration::from_secs(5)).await {
+    match inner
+        .request(protocol::welcome(&req_id, &text), Duration::from_secs(5))
+        .await
+    {
         Ok(_) => info!(instance = %inner.instance, "Welcome message sent."),
-        Err(e) => warn!(instance = %inner.instance, error = %e, "Could not send the welcome message."),
+        Err(e) => {
+            warn!(instance = %inner.instance, error = %e, "Could not send the welcome message.")
+        }
     }
 }
 

@@ -85,7 +85,10 @@ impl AdapterFactory for WeComFactory {
         instance: &InstanceSpec,
         extra: serde_json::Value,
     ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
-        Ok(Arc::new(WeComAdapter::new(&instance.name, parse_config(extra)?)))
+        Ok(Arc::new(WeComAdapter::new(
+            &instance.name,
+            parse_config(extra)?,
+        )))
     }
 }
 
@@ -112,6 +115,10 @@ impl AdapterFactory for WeComFactoryWith {
         extra: serde_json::Value,
     ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
         let cfg = parse_config(extra)?;
-        Ok(Arc::new(WeComAdapter::with_connector(&instance.name, cfg, self.connector.clone())))
+        Ok(Arc::new(WeComAdapter::with_connector(
+            &instance.name,
+            cfg,
+            self.connector.clone(),
+        )))
     }
 }

@@ -58,7 +58,12 @@ impl MediaStore {
         retention: Duration,
     ) -> Result<Self, MediaError> {
         let client = guarded_client(allow_private, DOWNLOAD_TIMEOUT)?;
-        Ok(Self { client, dir: data_dir.join("media"), max_bytes, retention })
+        Ok(Self {
+            client,
+            dir: data_dir.join("media"),
+            max_bytes,
+            retention,
+        })
     }
 
     /// Where files go.
@@ -67,7 +72,12 @@ impl MediaStore {
     }
 
     /// Fetches, decrypts and stores one item. `msgid` and `index` make the file name unique.
-    pub async fn fetch(&self, r: &MediaRef, msgid: &str, index: usize) -> Result<Attachment, MediaError> {
+    pub async fn fetch(
+        &self,
+        r: &MediaRef,
+        msgid: &str,
+        index: usize,
+    ) -> Result<Attachment, MediaError> {
         let (raw, header_type, header_name) = if let Some(b64) = &r.base64 {
             // Data URLs carry a `data:<mime>;base64,` prefix.
             let data = b64.split_once(',').map_or(b64.as_str(), |(_, d)| d);
@@ -76,7 +86,10 @@ impl MediaStore {
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(data.trim().trim_end_matches('=')))
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(data.trim().trim_end_matches('='))
+                })
                 .map_err(|_| MediaError::BadBase64)?;
             (bytes, None, None)
         } else if let Some(url) = &r.url {
@@ -97,7 +110,13 @@ impl MediaStore {
         let (detected_kind, detected_mime, ext) = detect_media_type(&plain);
         let mime = if detected_mime == "application/octet-stream" {
             header_type
-                .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+                .map(|t| {
+                    t.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
                 .filter(|t| !t.is_empty() && t != "application/octet-stream")
                 .unwrap_or_else(|| detected_mime.to_owned())
         } else {
@@ -117,20 +136,38 @@ impl MediaStore {
             name = format!("{name}.{ext}");
         }
         if detected_kind != kind {
-            debug!(declared = kind.as_str(), detected = detected_kind.as_str(), "Media type differs from the message type.");
+            debug!(
+                declared = kind.as_str(),
+                detected = detected_kind.as_str(),
+                "Media type differs from the message type."
+            );
         }
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| MediaError::Io(e.to_string()))?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| MediaError::Io(e.to_string()))?;
         let path = self.dir.join(format!("{}-{index}-{name}", short(msgid)));
-        tokio::fs::write(&path, &plain).await.map_err(|e| MediaError::Io(e.to_string()))?;
-        Ok(Attachment { kind, path, name, mime, size: plain.len() as u64 })
+        tokio::fs::write(&path, &plain)
+            .await
+            .map_err(|e| MediaError::Io(e.to_string()))?;
+        Ok(Attachment {
+            kind,
+            path,
+            name,
+            mime,
+            size: plain.len() as u64,
+        })
     }
 
     /// Deletes stored files older than the retention; returns how many.
     pub async fn cleanup(&self) -> usize {
-        let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await else { return 0 };
+        let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await else {
+            return 0;
+        };
         let mut removed = 0;
         while let Ok(Some(entry)) = entries.next_entry().await {
-            let Ok(meta) = entry.metadata().await else { continue };
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
             let old = meta
                 .modified()
                 .ok()
@@ -156,7 +193,9 @@ fn sanitize_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|'))
+        .filter(|c| {
+            !c.is_control() && !matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
+        })
         .take(100)
         .collect();
     cleaned.trim().trim_start_matches('.').to_owned()
@@ -164,7 +203,11 @@ fn sanitize_name(name: &str) -> String {
 
 /// The first 24 safe characters of an id, for file names.
 fn short(id: &str) -> String {
-    let s: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(24).collect();
+    let s: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(24)
+        .collect();
     if s.is_empty() {
         "media".into()
     } else {
@@ -195,13 +238,25 @@ mod tests {
         let store = MediaStore::new(dir.path(), true, 1024, Duration::from_secs(3600)).unwrap();
         let png = b"\x89PNG\r\n\x1a\n rest of a png";
         let b64 = base64::engine::general_purpose::STANDARD.encode(png);
-        let r = MediaRef { kind: MediaKind::Image, url: None, aeskey: None, base64: Some(format!("data:image/png;base64,{b64}")), name: None };
+        let r = MediaRef {
+            kind: MediaKind::Image,
+            url: None,
+            aeskey: None,
+            base64: Some(format!("data:image/png;base64,{b64}")),
+            name: None,
+        };
         let a = store.fetch(&r, "m1", 0).await.unwrap();
         assert_eq!((a.mime.as_str(), a.size), ("image/png", png.len() as u64));
         assert!(a.name.ends_with(".png"));
         assert_eq!(std::fs::read(&a.path).unwrap(), png);
-        let big = MediaRef { base64: Some("A".repeat(4000)), ..r };
-        assert!(matches!(store.fetch(&big, "m2", 0).await, Err(MediaError::TooLarge(1024))));
+        let big = MediaRef {
+            base64: Some("A".repeat(4000)),
+            ..r
+        };
+        assert!(matches!(
+            store.fetch(&big, "m2", 0).await,
+            Err(MediaError::TooLarge(1024))
+        ));
         assert_eq!(store.cleanup().await, 0, "fresh files stay");
     }
 }

@@ -84,7 +84,11 @@ impl Incoming {
     /// Builds from an already parsed JSON value.
     pub fn from_value(mut value: Value) -> Result<Self, FrameError> {
         let obj = value.as_object_mut().ok_or(FrameError::NotObject)?;
-        let cmd = obj.get("cmd").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let cmd = obj
+            .get("cmd")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let req_id = obj
             .get("headers")
             .and_then(|h| h.get("req_id"))
@@ -97,9 +101,19 @@ impl Incoming {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         });
-        let errmsg = obj.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let errmsg = obj
+            .get("errmsg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let body = obj.remove("body").unwrap_or(Value::Null);
-        Ok(Self { cmd, req_id, errcode, errmsg, body })
+        Ok(Self {
+            cmd,
+            req_id,
+            errcode,
+            errmsg,
+            body,
+        })
     }
 
     /// True for callbacks and events (frames the server pushes, as opposed to answers).
@@ -222,7 +236,11 @@ pub fn subscribe(bot_id: &str, secret: &SecretString, device_id: &str) -> Outgoi
 
 /// An application-level ping (§2).
 pub fn ping() -> Outgoing {
-    Outgoing { cmd: cmd::PING, req_id: new_req_id("ping"), body: json!({}) }
+    Outgoing {
+        cmd: cmd::PING,
+        req_id: new_req_id("ping"),
+        body: json!({}),
+    }
 }
 
 /// One stream frame on the inbound `req_id` (§4.3). `content` is cumulative for the bubble.
@@ -343,17 +361,23 @@ mod tests {
 
     #[test]
     fn parses_acks_callbacks_and_events() {
-        let ack = Incoming::parse(r#"{"headers":{"req_id":"r1"},"errcode":40013,"errmsg":"invalid secret"}"#)
-            .unwrap();
-        assert_eq!((ack.cmd.as_str(), ack.req_id.as_str(), ack.code()), ("", "r1", 40013));
+        let ack = Incoming::parse(
+            r#"{"headers":{"req_id":"r1"},"errcode":40013,"errmsg":"invalid secret"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (ack.cmd.as_str(), ack.req_id.as_str(), ack.code()),
+            ("", "r1", 40013)
+        );
         assert!(!ack.is_callback());
 
         let ok = Incoming::parse(r#"{"headers":{"req_id":"r2"}}"#).unwrap();
         assert_eq!(ok.errcode, None);
         assert_eq!(ok.code(), 0);
 
-        let legacy = Incoming::parse(r#"{"cmd":"aibot_callback","headers":{"req_id":"x"},"body":{}}"#)
-            .unwrap();
+        let legacy =
+            Incoming::parse(r#"{"cmd":"aibot_callback","headers":{"req_id":"x"},"body":{}}"#)
+                .unwrap();
         assert!(legacy.is_message() && legacy.is_callback());
 
         let ev = Incoming::parse(
@@ -373,7 +397,10 @@ mod tests {
         let f = Incoming::parse(text).unwrap();
         assert_eq!(str_at(&f.body, &["text", "content"]), Some("a\tb\nc"));
         assert!(matches!(Incoming::parse("[1]"), Err(FrameError::NotObject)));
-        assert!(matches!(Incoming::parse("nope"), Err(FrameError::NotJson(_))));
+        assert!(matches!(
+            Incoming::parse("nope"),
+            Err(FrameError::NotJson(_))
+        ));
     }
 
     #[test]
@@ -381,9 +408,18 @@ mod tests {
         let s = subscribe("bot", &SecretString::from("sec"), "dev");
         let v: Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(v["cmd"], "aibot_subscribe");
-        assert!(v["headers"]["req_id"].as_str().unwrap().starts_with("subscribe-"));
-        assert_eq!(v["body"], json!({"bot_id":"bot","secret":"sec","device_id":"dev"}));
-        assert!(!format!("{s:?}").contains("sec\""), "Debug must not print the body");
+        assert!(v["headers"]["req_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("subscribe-"));
+        assert_eq!(
+            v["body"],
+            json!({"bot_id":"bot","secret":"sec","device_id":"dev"})
+        );
+        assert!(
+            !format!("{s:?}").contains("sec\""),
+            "Debug must not print the body"
+        );
 
         let f = stream_frame("r", "stream_1", "hi", true);
         assert!(f.is_final_stream());
@@ -391,7 +427,10 @@ mod tests {
         let m = media_reply("r", MediaKind::Image, "m1");
         assert_eq!(m.body, json!({"msgtype":"image","image":{"media_id":"m1"}}));
         let p = media_send("c", MediaKind::File, "m2");
-        assert_eq!(p.body, json!({"chatid":"c","msgtype":"file","file":{"media_id":"m2"}}));
+        assert_eq!(
+            p.body,
+            json!({"chatid":"c","msgtype":"file","file":{"media_id":"m2"}})
+        );
         assert_eq!(new_stream_id().len(), "stream_".len() + 16);
     }
 }

@@ -50,10 +50,16 @@ impl RateLimiter {
     pub fn try_acquire(&self, chat: &str, lane: Lane, now: Instant) -> Result<(), Instant> {
         let mut chats = self.lock();
         if chats.len() >= MAX_CHATS && !chats.contains_key(chat) {
-            chats.retain(|_, q| q.back().is_some_and(|t| now.saturating_duration_since(*t) < WINDOW));
+            chats.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < WINDOW)
+            });
         }
         let q = chats.entry(chat.to_owned()).or_default();
-        while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
             q.pop_front();
         }
         let limit = match lane {
@@ -109,7 +115,10 @@ mod tests {
             rl.try_acquire("c", Lane::Control, t0).unwrap();
         }
         assert!(rl.try_acquire("c", Lane::Control, t0).is_err());
-        assert!(rl.try_acquire("other", Lane::Normal, t0).is_ok(), "per chat");
+        assert!(
+            rl.try_acquire("other", Lane::Normal, t0).is_ok(),
+            "per chat"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -119,7 +128,11 @@ mod tests {
         rl.acquire("c", Lane::Normal).await;
         rl.acquire("c", Lane::Normal).await;
         rl.acquire("c", Lane::Normal).await;
-        assert_eq!(Instant::now() - t0, WINDOW, "the third waited for the window");
+        assert_eq!(
+            Instant::now() - t0,
+            WINDOW,
+            "the third waited for the window"
+        );
         rl.penalize("c");
         let t1 = Instant::now();
         rl.acquire("c", Lane::Control).await;

@@ -35,7 +35,11 @@ fn key(chat: &ChatAddress) -> String {
 impl Routes {
     /// An empty map holding at most `cap` chats.
     pub fn new(cap: usize) -> Self {
-        Self { by_chat: HashMap::new(), seq: 0, cap: cap.max(1) }
+        Self {
+            by_chat: HashMap::new(),
+            seq: 0,
+            cap: cap.max(1),
+        }
     }
 
     /// Remembers `req_id` as the latest route of `chat`. Empty values are ignored.
@@ -44,11 +48,17 @@ impl Routes {
             return;
         }
         self.seq += 1;
-        let route = Route { req_id: req_id.to_owned(), tag: tag.to_owned() };
+        let route = Route {
+            req_id: req_id.to_owned(),
+            tag: tag.to_owned(),
+        };
         self.by_chat.insert(key(chat), (self.seq, route));
         if self.by_chat.len() > self.cap {
-            if let Some(oldest) =
-                self.by_chat.iter().min_by_key(|(_, (seq, _))| *seq).map(|(k, _)| k.clone())
+            if let Some(oldest) = self
+                .by_chat
+                .iter()
+                .min_by_key(|(_, (seq, _))| *seq)
+                .map(|(k, _)| k.clone())
             {
                 self.by_chat.remove(&oldest);
             }
@@ -57,7 +67,11 @@ impl Routes {
 
     /// The latest route of `chat` if it belongs to the connection tagged `current`.
     pub fn fresh(&self, chat: &ChatAddress, current: &str) -> Option<Route> {
-        self.by_chat.get(&key(chat)).map(|(_, r)| r).filter(|r| r.tag == current).cloned()
+        self.by_chat
+            .get(&key(chat))
+            .map(|(_, r)| r)
+            .filter(|r| r.tag == current)
+            .cloned()
     }
 
     /// Number of chats remembered.
@@ -90,7 +104,10 @@ mod tests {
         r.remember(&g, "req-3", "run:1");
         r.remember(&ChatAddress::dm("b"), "r", "run:1");
         assert_eq!(r.len(), 2);
-        assert!(r.fresh(&ChatAddress::dm("a"), "run:1").is_none(), "least recently updated evicted");
+        assert!(
+            r.fresh(&ChatAddress::dm("a"), "run:1").is_none(),
+            "least recently updated evicted"
+        );
         assert_eq!(r.fresh(&g, "run:1").unwrap().req_id, "req-3");
         // A DM and a group with the same id do not collide.
         assert!(r.fresh(&ChatAddress::dm("g1"), "run:1").is_none());

@@ -46,7 +46,11 @@ impl Inner {
         piece: &str,
         via: &Via,
     ) -> Result<(), AdapterError> {
-        let lane = if via.control { Lane::Control } else { Lane::Normal };
+        let lane = if via.control {
+            Lane::Control
+        } else {
+            Lane::Normal
+        };
         let timeout = self.cfg.request_timeout();
         let mut last: Option<ReqError> = None;
         let mut tried = Vec::new();
@@ -54,14 +58,20 @@ impl Inner {
         // 2. The chat's latest req_id on the live connection.
         let mut passive = Vec::new();
         passive.extend(via.first.clone());
-        passive.extend(self.fresh_route(chat).filter(|r| via.avoid.as_deref() != Some(r.as_str())));
+        passive.extend(
+            self.fresh_route(chat)
+                .filter(|r| via.avoid.as_deref() != Some(r.as_str())),
+        );
         for req_id in passive {
             if tried.contains(&req_id) {
                 continue;
             }
             tried.push(req_id.clone());
             let frame = protocol::markdown_reply(&req_id, piece);
-            match self.request_metered(&chat.chat_id, lane, frame, timeout).await {
+            match self
+                .request_metered(&chat.chat_id, lane, frame, timeout)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 // No answer: the bytes went out and were most likely shown; do not duplicate.
                 Err(ReqError::Timeout) => return Ok(()),
@@ -73,7 +83,10 @@ impl Inner {
         }
         // 3. Proactive send (the user id for DMs, the chat id for groups).
         let frame = protocol::markdown_send(&chat.chat_id, piece);
-        match self.request_metered(&chat.chat_id, lane, frame, timeout).await {
+        match self
+            .request_metered(&chat.chat_id, lane, frame, timeout)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(ReqError::Timeout) => Ok(()),
             Err(e) => {

@@ -54,7 +54,10 @@ impl Default for SessionConfig {
             ping_interval: Duration::from_secs(30),
             max_missed_pings: 2,
             subscribe_timeout: Duration::from_secs(20),
-            backoff: [2, 5, 10, 30, 60].into_iter().map(Duration::from_secs).collect(),
+            backoff: [2, 5, 10, 30, 60]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
             max_queued: 4096,
             max_buffered: 256,
             resubscribe_gap: Duration::from_secs(10),
@@ -313,7 +316,12 @@ impl<W> Session<W> {
             Phase::TakenOver | Phase::Stopped => {}
             _ => {
                 let idx = self.attempt.min(self.cfg.backoff.len().saturating_sub(1));
-                let delay = self.cfg.backoff.get(idx).copied().unwrap_or(Duration::from_secs(60));
+                let delay = self
+                    .cfg
+                    .backoff
+                    .get(idx)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(60));
                 self.attempt += 1;
                 self.phase = Phase::Backoff;
                 self.reconnect_at = Some(now + delay);
@@ -409,7 +417,13 @@ impl<W> Session<W> {
     fn put_on_wire(&mut self, req: Request<W>, now: Instant, out: &mut Vec<Action<W>>) {
         let req_id = req.frame.req_id.clone();
         out.push(Action::Send(req.frame.to_json()));
-        self.inflight.insert(req_id, InFlight { waiter: req.waiter, deadline: now + req.timeout });
+        self.inflight.insert(
+            req_id,
+            InFlight {
+                waiter: req.waiter,
+                deadline: now + req.timeout,
+            },
+        );
     }
 
     fn send_next(&mut self, req_id: &str, now: Instant, out: &mut Vec<Action<W>>) {
@@ -490,9 +504,15 @@ impl<W> Session<W> {
                 frame.errmsg.clone()
             };
             if wecom_common::classify(code) == wecom_common::ErrorClass::AuthFailed {
-                out.push(Action::AuthFailed { code, message: message.clone() });
+                out.push(Action::AuthFailed {
+                    code,
+                    message: message.clone(),
+                });
             }
-            out.push(Action::Close(CloseReason::SubscribeRejected { code, message }));
+            out.push(Action::Close(CloseReason::SubscribeRejected {
+                code,
+                message,
+            }));
             return;
         }
         self.phase = Phase::Ready;
@@ -534,7 +554,10 @@ impl<W> Session<W> {
                 let result = if code == 0 {
                     Ok(frame)
                 } else {
-                    Err(ReqError::Platform { code, message: frame.errmsg })
+                    Err(ReqError::Platform {
+                        code,
+                        message: frame.errmsg,
+                    })
                 };
                 out.push(Action::Complete(f.waiter, result));
                 self.send_next(&req_id, now, out);
@@ -578,7 +601,10 @@ impl<W> Session<W> {
     }
 
     fn resubscribe(&mut self, now: Instant, out: &mut Vec<Action<W>>) {
-        if self.last_resubscribe.is_some_and(|t| now < t + self.cfg.resubscribe_gap) {
+        if self
+            .last_resubscribe
+            .is_some_and(|t| now < t + self.cfg.resubscribe_gap)
+        {
             return;
         }
         self.last_resubscribe = Some(now);

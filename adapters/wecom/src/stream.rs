@@ -51,7 +51,11 @@ impl ReplyContext {
 
     pub(crate) fn from_value(v: &Value) -> Self {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        Self { req_id: s("req_id"), route: s("route"), event: s("event") }
+        Self {
+            req_id: s("req_id"),
+            route: s("route"),
+            event: s("event"),
+        }
     }
 }
 
@@ -87,7 +91,11 @@ impl PumpState {
     fn new(inner: &Inner, dead: bool) -> Self {
         let cfg = &inner.cfg;
         Self {
-            bubbles: Bubbles::new(cfg.stream_max_frame_bytes, cfg.stream_max_frames, cfg.stream_rotate_after()),
+            bubbles: Bubbles::new(
+                cfg.stream_max_frame_bytes,
+                cfg.stream_max_frames,
+                cfg.stream_rotate_after(),
+            ),
             outstanding: None,
             seals: Vec::new(),
             lost: Vec::new(),
@@ -140,7 +148,9 @@ pub(crate) struct StreamSink {
 
 impl std::fmt::Debug for StreamSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSink").field("req_id", &self.target.req_id).finish_non_exhaustive()
+        f.debug_struct("StreamSink")
+            .field("req_id", &self.target.req_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +164,11 @@ impl StreamSink {
             route: ctx.route,
             welcome: ctx.event.as_deref() == Some("enter_chat"),
         };
-        Self { inner, target, pump: None }
+        Self {
+            inner,
+            target,
+            pump: None,
+        }
     }
 
     /// True when the stream can run on the inbound `req_id` (same live connection).
@@ -168,7 +182,9 @@ impl StreamSink {
         if self.pump.is_some() || !self.usable() {
             return;
         }
-        let Some(req_id) = self.target.req_id.clone() else { return };
+        let Some(req_id) = self.target.req_id.clone() else {
+            return;
+        };
         self.inner.stream_opened(&req_id);
         let (text_tx, text_rx) = watch::channel(String::new());
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -182,7 +198,11 @@ impl StreamSink {
             }
             run_pump(inner, target, st, text_rx, stop_rx).await
         });
-        self.pump = Some(Pump { text: text_tx, stop: stop_tx, task });
+        self.pump = Some(Pump {
+            text: text_tx,
+            stop: stop_tx,
+            task,
+        });
     }
 }
 
@@ -201,7 +221,11 @@ impl ReplySink for StreamSink {
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>, text: &str, outcome: TurnOutcome) -> Result<(), AdapterError> {
+    async fn finish(
+        mut self: Box<Self>,
+        text: &str,
+        outcome: TurnOutcome,
+    ) -> Result<(), AdapterError> {
         debug!(instance = %self.inner.instance, ?outcome, "Finishing a reply.");
         let inner = self.inner.clone();
         let target = self.target.clone();
@@ -255,7 +279,11 @@ async fn run_pump(
         let now = Instant::now();
         let send_at = (dirty && outstanding.is_none() && !st.dead)
             .then(|| next_send(last_sent, interval, &st.bubbles, now));
-        let rotate_at = if st.dead { None } else { st.bubbles.rotate_at() };
+        let rotate_at = if st.dead {
+            None
+        } else {
+            st.bubbles.rotate_at()
+        };
         tokio::select! {
             // `finish` wants the state.
             _ = &mut stop_rx => {
@@ -330,7 +358,12 @@ async fn sleep_opt(at: Option<Instant>) {
 
 /// Sends planned mid-stream frames without waiting for their answers. Returns the answer
 /// receiver of the last intermediate frame. Seal frames are metered and remembered.
-async fn send_frames(inner: &Inner, target: &Target, st: &mut PumpState, frames: Vec<Planned>) -> Option<AckRx> {
+async fn send_frames(
+    inner: &Inner,
+    target: &Target,
+    st: &mut PumpState,
+    frames: Vec<Planned>,
+) -> Option<AckRx> {
     let req_id = target.req_id.as_deref()?;
     let mut last = None;
     for f in frames {
@@ -342,9 +375,16 @@ async fn send_frames(inner: &Inner, target: &Target, st: &mut PumpState, frames:
             continue;
         }
         let frame = protocol::stream_frame(req_id, &f.stream_id, &f.content, f.finish);
-        let timeout = if f.finish { inner.cfg.request_timeout() } else { inner.cfg.stream_ack_timeout() };
+        let timeout = if f.finish {
+            inner.cfg.request_timeout()
+        } else {
+            inner.cfg.stream_ack_timeout()
+        };
         if f.finish {
-            inner.limiter.acquire(&target.chat.chat_id, Lane::Control).await;
+            inner
+                .limiter
+                .acquire(&target.chat.chat_id, Lane::Control)
+                .await;
         }
         match inner.submit(frame, timeout, Duration::ZERO).await {
             Ok(rx) if f.finish => st.seals.push((f.text, rx)),
@@ -362,12 +402,23 @@ async fn send_frames(inner: &Inner, target: &Target, st: &mut PumpState, frames:
 }
 
 /// Sends one final frame, retrying on 846607. `Ok` when it counts as delivered.
-async fn final_frame(inner: &Inner, target: &Target, req_id: &str, f: &Planned) -> Result<(), ReqError> {
+async fn final_frame(
+    inner: &Inner,
+    target: &Target,
+    req_id: &str,
+    f: &Planned,
+) -> Result<(), ReqError> {
     let frame = protocol::stream_frame(req_id, &f.stream_id, &f.content, true);
     let mut last = ReqError::Timeout;
     for _ in 0..RATE_RETRIES {
-        inner.limiter.acquire(&target.chat.chat_id, Lane::Control).await;
-        let result = match inner.submit(frame.clone(), inner.cfg.request_timeout(), Duration::ZERO).await {
+        inner
+            .limiter
+            .acquire(&target.chat.chat_id, Lane::Control)
+            .await;
+        let result = match inner
+            .submit(frame.clone(), inner.cfg.request_timeout(), Duration::ZERO)
+            .await
+        {
             Ok(rx) => rx.await.unwrap_or(Err(ReqError::Disconnected)),
             Err(e) => Err(e),
         };
@@ -378,10 +429,16 @@ async fn final_frame(inner: &Inner, target: &Target, req_id: &str, f: &Planned) 
             return Ok(());
         }
         match result {
-            Err(ReqError::Platform { code: 846607, message }) => {
+            Err(ReqError::Platform {
+                code: 846607,
+                message,
+            }) => {
                 warn!(instance = %inner.instance, "WeCom rate limit hit on a final frame; waiting.");
                 inner.limiter.penalize(&target.chat.chat_id);
-                last = ReqError::Platform { code: 846607, message };
+                last = ReqError::Platform {
+                    code: 846607,
+                    message,
+                };
             }
             Err(e) => return Err(e),
             Ok(_) => return Ok(()),
@@ -437,25 +494,38 @@ async fn finalize(
         return Ok(());
     }
     let via = Via {
-        first: target.req_id.clone().filter(|_| st.fail_code == Some(600039) && usable),
+        first: target
+            .req_id
+            .clone()
+            .filter(|_| st.fail_code == Some(600039) && usable),
         avoid: target.req_id.clone(),
         control: true,
     };
-    inner.deliver_text(&target.chat, &pending, via).await.map_err(|e| {
-        AdapterError::Undelivered(format!("the stream and every fallback failed: {e}"))
-    })
+    inner
+        .deliver_text(&target.chat, &pending, via)
+        .await
+        .map_err(|e| {
+            AdapterError::Undelivered(format!("the stream and every fallback failed: {e}"))
+        })
 }
 
 /// Replies to `enter_chat` go through `aibot_respond_welcome_msg` (5-second window); later or
 /// failing ones go the non-stream way.
 async fn finish_welcome(inner: &Inner, target: &Target, text: &str) -> Result<(), AdapterError> {
-    if let (Some(req_id), true) = (target.req_id.as_deref(), inner.route_is(target.route.as_deref())) {
+    if let (Some(req_id), true) = (
+        target.req_id.as_deref(),
+        inner.route_is(target.route.as_deref()),
+    ) {
         let frame = protocol::welcome(req_id, text);
         match inner.request(frame, Duration::from_secs(5)).await {
             Ok(_) | Err(ReqError::Timeout) => return Ok(()),
             Err(e) => debug!(error = %e, "Welcome reply refused; sending it another way."),
         }
     }
-    let via = Via { avoid: target.req_id.clone(), control: true, ..Via::default() };
+    let via = Via {
+        avoid: target.req_id.clone(),
+        control: true,
+        ..Via::default()
+    };
     inner.deliver_text(&target.chat, text, via).await
 }

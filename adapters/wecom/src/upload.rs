@@ -12,7 +12,9 @@ use gateway_core::{AdapterError, ChatAddress, MediaKind};
 use md5::{Digest, Md5};
 use serde_json::Value;
 use tracing::{info, warn};
-use wecom_common::media::{plan_outbound_media, MediaPlan, FILE_MAX_BYTES, UPLOAD_CHUNK_BYTES, UPLOAD_MAX_CHUNKS};
+use wecom_common::media::{
+    plan_outbound_media, MediaPlan, FILE_MAX_BYTES, UPLOAD_CHUNK_BYTES, UPLOAD_MAX_CHUNKS,
+};
 
 use crate::adapter::{to_adapter_error, Inner};
 use crate::protocol;
@@ -22,7 +24,10 @@ use crate::session::ReqError;
 
 /// The upload plan of a payload: `(total_chunks, md5 hex)`.
 pub fn upload_plan(bytes: &[u8], chunk: usize) -> (usize, String) {
-    (bytes.len().div_ceil(chunk.max(1)), hex::encode(Md5::digest(bytes)))
+    (
+        bytes.len().div_ceil(chunk.max(1)),
+        hex::encode(Md5::digest(bytes)),
+    )
 }
 
 impl Inner {
@@ -64,7 +69,8 @@ impl Inner {
         self.deliver_media(chat, kind, &media_id).await?;
         info!(instance = %self.instance, kind = kind.as_str(), bytes = bytes.len(), "Media sent.");
         if let Some(note) = note {
-            self.deliver_text(chat, &format!("ℹ️ {note}"), Via::default()).await?;
+            self.deliver_text(chat, &format!("ℹ️ {note}"), Via::default())
+                .await?;
         }
         Ok(())
     }
@@ -72,43 +78,75 @@ impl Inner {
     /// Tells the chat why a file was not sent, and fails.
     async fn refuse(&self, chat: &ChatAddress, reason: &str) -> Result<(), AdapterError> {
         warn!(instance = %self.instance, "Refused to send a media file: {reason}");
-        if let Err(e) = self.deliver_text(chat, &format!("⚠️ {reason}"), Via::default()).await {
+        if let Err(e) = self
+            .deliver_text(chat, &format!("⚠️ {reason}"), Via::default())
+            .await
+        {
             warn!(instance = %self.instance, error = %e, "Could not tell the chat about a refused file.");
         }
         Err(AdapterError::Unsupported(reason.to_owned()))
     }
 
     /// Uploads `bytes` in chunks and returns the media id.
-    pub(crate) async fn upload(&self, kind: MediaKind, name: &str, bytes: &[u8]) -> Result<String, AdapterError> {
+    pub(crate) async fn upload(
+        &self,
+        kind: MediaKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, AdapterError> {
         let (total, md5) = upload_plan(bytes, UPLOAD_CHUNK_BYTES);
         if total == 0 || total > UPLOAD_MAX_CHUNKS {
-            return Err(AdapterError::Unsupported(format!("cannot upload {} bytes", bytes.len())));
+            return Err(AdapterError::Unsupported(format!(
+                "cannot upload {} bytes",
+                bytes.len()
+            )));
         }
         let timeout = self.cfg.request_timeout();
         let init = protocol::upload_init(kind, name, bytes.len() as u64, total, &md5);
-        let answer = self.request(init, timeout).await.map_err(to_adapter_error)?;
+        let answer = self
+            .request(init, timeout)
+            .await
+            .map_err(to_adapter_error)?;
         let upload_id = field(&answer.body, "upload_id")?;
         for (index, chunk) in bytes.chunks(UPLOAD_CHUNK_BYTES).enumerate() {
             let data = base64::engine::general_purpose::STANDARD.encode(chunk);
             let frame = protocol::upload_chunk(&upload_id, index, data);
-            self.request(frame, timeout).await.map_err(to_adapter_error)?;
+            self.request(frame, timeout)
+                .await
+                .map_err(to_adapter_error)?;
         }
-        let answer = self.request(protocol::upload_finish(&upload_id), timeout).await.map_err(to_adapter_error)?;
+        let answer = self
+            .request(protocol::upload_finish(&upload_id), timeout)
+            .await
+            .map_err(to_adapter_error)?;
         field(&answer.body, "media_id")
     }
 
     /// Sends an uploaded media item to `chat`.
-    async fn deliver_media(&self, chat: &ChatAddress, kind: MediaKind, media_id: &str) -> Result<(), AdapterError> {
+    async fn deliver_media(
+        &self,
+        chat: &ChatAddress,
+        kind: MediaKind,
+        media_id: &str,
+    ) -> Result<(), AdapterError> {
         let timeout = self.cfg.request_timeout();
         if let Some(req_id) = self.fresh_route(chat).filter(|r| !self.owns_open_stream(r)) {
             let frame = protocol::media_reply(&req_id, kind, media_id);
-            match self.request_metered(&chat.chat_id, Lane::Normal, frame, timeout).await {
+            match self
+                .request_metered(&chat.chat_id, Lane::Normal, frame, timeout)
+                .await
+            {
                 Ok(_) | Err(ReqError::Timeout) => return Ok(()),
-                Err(e) => warn!(instance = %self.instance, error = %e, "Passive media reply failed; sending proactively."),
+                Err(e) => {
+                    warn!(instance = %self.instance, error = %e, "Passive media reply failed; sending proactively.")
+                }
             }
         }
         let frame = protocol::media_send(&chat.chat_id, kind, media_id);
-        match self.request_metered(&chat.chat_id, Lane::Normal, frame, timeout).await {
+        match self
+            .request_metered(&chat.chat_id, Lane::Normal, frame, timeout)
+            .await
+        {
             Ok(_) | Err(ReqError::Timeout) => Ok(()),
             Err(e) => Err(to_adapter_error(e)),
         }
@@ -130,8 +168,14 @@ mod tests {
     #[test]
     fn chunk_counts_follow_the_size() {
         assert_eq!(upload_plan(b"0123456789", 4).0, 3);
-        assert_eq!(upload_plan(&vec![0; UPLOAD_CHUNK_BYTES], UPLOAD_CHUNK_BYTES).0, 1);
-        assert_eq!(upload_plan(&vec![0; UPLOAD_CHUNK_BYTES + 1], UPLOAD_CHUNK_BYTES).0, 2);
+        assert_eq!(
+            upload_plan(&vec![0; UPLOAD_CHUNK_BYTES], UPLOAD_CHUNK_BYTES).0,
+            1
+        );
+        assert_eq!(
+            upload_plan(&vec![0; UPLOAD_CHUNK_BYTES + 1], UPLOAD_CHUNK_BYTES).0,
+            2
+        );
         assert_eq!(upload_plan(b"abc", 4).1, "900150983cd24fb0d6963f7d28e17f72");
     }
 }

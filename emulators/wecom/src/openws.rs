@@ -83,9 +83,18 @@ impl OpenWsBuilder {
         let ws_addr = listener.local_addr().expect("local address");
         tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone()));
         let library: media::Library = Arc::default();
-        let media_addr =
-            media::start(library.clone(), stop.clone()).await.expect("bind the media host");
-        OpenWs { shared, ws_addr, media_addr, library, default_bot, stop, patience }
+        let media_addr = media::start(library.clone(), stop.clone())
+            .await
+            .expect("bind the media host");
+        OpenWs {
+            shared,
+            ws_addr,
+            media_addr,
+            library,
+            default_bot,
+            stop,
+            patience,
+        }
     }
 }
 
@@ -100,7 +109,11 @@ impl InMemoryDialer {
     /// A new connection: the client end of a duplex stream whose server end is being served.
     pub fn connect(&self) -> tokio::io::DuplexStream {
         let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(server::serve_io(server, self.shared.clone(), self.stop.clone()));
+        tokio::spawn(server::serve_io(
+            server,
+            self.shared.clone(),
+            self.stop.clone(),
+        ));
         client
     }
 }
@@ -176,12 +189,18 @@ impl OpenWs {
     /// paused tokio time use it: with kernel sockets the auto-advancing clock can fire timers
     /// while bytes are still in flight.
     pub fn in_memory(&self) -> InMemoryDialer {
-        InMemoryDialer { shared: self.shared.clone(), stop: self.stop.clone() }
+        InMemoryDialer {
+            shared: self.shared.clone(),
+            stop: self.stop.clone(),
+        }
     }
 
     /// The push helpers of another configured bot.
     pub fn bot(&self, bot_id: &str) -> BotView<'_> {
-        BotView { emu: self, bot: bot_id.to_owned() }
+        BotView {
+            emu: self,
+            bot: bot_id.to_owned(),
+        }
     }
 
     // ---- pushing callbacks --------------------------------------------------------------
@@ -261,13 +280,22 @@ impl OpenWs {
 
     /// A template card button tap.
     pub fn card_click(&self, chat: Chat, task_id: &str, key: &str) -> Pushed {
-        let card = json!({ "card_type": "button_interaction", "event_key": key, "task_id": task_id });
-        self.push_event(chat, "template_card_event", json!({ "template_card_event": card }))
+        let card =
+            json!({ "card_type": "button_interaction", "event_key": key, "task_id": task_id });
+        self.push_event(
+            chat,
+            "template_card_event",
+            json!({ "template_card_event": card }),
+        )
     }
 
     /// Feedback on a reply.
     pub fn feedback(&self, chat: Chat, id: &str, kind: i64) -> Pushed {
-        self.push_event(chat, "feedback_event", json!({ "feedback_event": { "id": id, "type": kind } }))
+        self.push_event(
+            chat,
+            "feedback_event",
+            json!({ "feedback_event": { "id": id, "type": kind } }),
+        )
     }
 
     /// Sends an arbitrary frame to the default bot's live connection.
@@ -291,7 +319,28 @@ impl OpenWs {
 
     /// Drops the default bot's connection without a close frame.
     pub fn drop_connection(&self) -> bool {
-        self.shared.lock().drop_conn(&self.default_bot)
+        self.shared.lock().end_conn(&self.default_bot, false)
+    }
+
+    /// Closes the default bot's connection gracefully (close frame).
+    pub fn close_connection(&self) -> bool {
+        self.shared.lock().end_conn(&self.default_bot, true)
+    }
+
+    /// Sends a WebSocket-protocol ping on the default bot's connection.
+    pub fn ws_ping(&self) -> bool {
+        self.shared.lock().ws_ping(&self.default_bot)
+    }
+
+    /// WebSocket-protocol pongs received so far.
+    pub fn pongs(&self) -> usize {
+        self.shared.lock().pongs
+    }
+
+    /// Waits until `n` pongs arrived.
+    pub async fn wait_pongs(&self, n: usize) {
+        self.wait_for(&format!("{n} pongs"), |_| self.pongs() >= n)
+            .await;
     }
 
     /// Stops (or resumes) answering pings.
@@ -350,7 +399,10 @@ impl OpenWs {
     pub fn host_media(&self, plain: &[u8]) -> MediaRef {
         let key: [u8; 32] = rand::random();
         let url = self.host_raw(&wecom_common::media::encrypt_media(plain, &key));
-        MediaRef { url, aeskey: wecom_common::media::encode_media_key(&key) }
+        MediaRef {
+            url,
+            aeskey: wecom_common::media::encode_media_key(&key),
+        }
     }
 
     /// Serves `bytes` as they are (already encrypted, e.g. a test vector); returns the URL.
@@ -361,7 +413,10 @@ impl OpenWs {
             content_type: "application/octet-stream".into(),
             filename: None,
         };
-        self.library.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), item);
+        self.library
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), item);
         format!("http://{}/media/{id}", self.media_addr)
     }
 
@@ -441,7 +496,10 @@ impl OpenWs {
 
     async fn wait_subscribed_as(&self, bot: &str, n: usize) -> Vec<Subscribe> {
         let accepted = |all: &[Subscribe]| -> Vec<Subscribe> {
-            all.iter().filter(|s| s.accepted && s.bot_id == bot).cloned().collect()
+            all.iter()
+                .filter(|s| s.accepted && s.bot_id == bot)
+                .cloned()
+                .collect()
         };
         self.wait_for(&format!("{n} accepted subscribes of {bot}"), |_| {
             accepted(&self.subscribes()).len() >= n
@@ -454,7 +512,13 @@ impl OpenWs {
 
     async fn wait_until_live(&self, bot: &str) {
         for _ in 0..100 {
-            if self.shared.lock().bots.get(bot).is_some_and(|b| b.live.is_some()) {
+            if self
+                .shared
+                .lock()
+                .bots
+                .get(bot)
+                .is_some_and(|b| b.live.is_some())
+            {
                 return;
             }
             tokio::task::yield_now().await;
@@ -487,7 +551,10 @@ impl OpenWs {
     pub async fn wait_sent(&self, chatid: &str, n: usize) -> Vec<Received> {
         let chat = chatid.to_owned();
         self.wait_for(&format!("{n} sends to {chatid}"), |frames| {
-            frames.iter().filter(|r| r.cmd() == "aibot_send_msg" && r.body()["chatid"] == chat).count()
+            frames
+                .iter()
+                .filter(|r| r.cmd() == "aibot_send_msg" && r.body()["chatid"] == chat)
+                .count()
                 >= n
         })
         .await;

@@ -10,7 +10,12 @@ use super::*;
 type S = Session<u32>;
 
 fn session() -> S {
-    Session::new(SessionConfig::default(), "bot-1", "sec-1".to_owned().into(), "dev-1")
+    Session::new(
+        SessionConfig::default(),
+        "bot-1",
+        "sec-1".to_owned().into(),
+        "dev-1",
+    )
 }
 
 fn sent(actions: &[Action<u32>]) -> Vec<Value> {
@@ -49,7 +54,9 @@ fn completions(actions: &[Action<u32>]) -> Vec<(u32, Result<i64, ReqError>)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Complete(w, r) => Some((*w, r.as_ref().map(|f| f.code()).map_err(Clone::clone))),
+            Action::Complete(w, r) => {
+                Some((*w, r.as_ref().map(|f| f.code()).map_err(Clone::clone)))
+            }
             _ => None,
         })
         .collect()
@@ -60,7 +67,10 @@ async fn subscribe_carries_credentials_and_the_same_device_id_every_time() {
     let mut s = session();
     let first = up(&mut s);
     assert_eq!(first["cmd"], "aibot_subscribe");
-    assert_eq!(first["body"], json!({"bot_id":"bot-1","secret":"sec-1","device_id":"dev-1"}));
+    assert_eq!(
+        first["body"],
+        json!({"bot_id":"bot-1","secret":"sec-1","device_id":"dev-1"})
+    );
     s.on_disconnected(Instant::now());
     advance(Duration::from_secs(2)).await;
     assert!(matches!(s.on_tick(Instant::now())[..], [Action::Connect]));
@@ -75,7 +85,10 @@ async fn frames_before_the_ack_are_kept_and_replayed() {
     let mut s = session();
     let now = Instant::now();
     let sub = sent(&s.on_connected(now))[0].clone();
-    assert!(s.on_frame(&callback("r1", "m1"), now).is_empty(), "nothing before the ACK");
+    assert!(
+        s.on_frame(&callback("r1", "m1"), now).is_empty(),
+        "nothing before the ACK"
+    );
     let acts = s.on_frame(&ack(sub["headers"]["req_id"].as_str().unwrap(), 0), now);
     assert!(matches!(acts[0], Action::Up { epoch: 1 }));
     assert!(matches!(&acts[1], Action::Inbound(f) if f.req_id == "r1"));
@@ -88,12 +101,21 @@ async fn a_wrong_secret_is_an_auth_failure_and_closes() {
     let sub = sent(&s.on_connected(now))[0].clone();
     let acts = s.on_frame(&ack(sub["headers"]["req_id"].as_str().unwrap(), 40013), now);
     assert!(matches!(&acts[0], Action::AuthFailed { code: 40013, .. }));
-    assert!(matches!(&acts[1], Action::Close(CloseReason::SubscribeRejected { code: 40013, .. })));
+    assert!(matches!(
+        &acts[1],
+        Action::Close(CloseReason::SubscribeRejected { code: 40013, .. })
+    ));
     // Other refusals close without claiming an auth problem.
     let mut s = session();
     let sub = sent(&s.on_connected(now))[0].clone();
     let acts = s.on_frame(&ack(sub["headers"]["req_id"].as_str().unwrap(), 500), now);
-    assert!(matches!(&acts[..], [Action::Close(CloseReason::SubscribeRejected { code: 500, .. })]));
+    assert!(matches!(
+        &acts[..],
+        [Action::Close(CloseReason::SubscribeRejected {
+            code: 500,
+            ..
+        })]
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -103,7 +125,10 @@ async fn a_missing_ack_times_out() {
     advance(Duration::from_secs(19)).await;
     assert!(s.on_tick(Instant::now()).is_empty());
     advance(Duration::from_secs(1)).await;
-    assert!(matches!(s.on_tick(Instant::now())[..], [Action::Close(CloseReason::SubscribeTimeout)]));
+    assert!(matches!(
+        s.on_tick(Instant::now())[..],
+        [Action::Close(CloseReason::SubscribeTimeout)]
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -116,7 +141,10 @@ async fn backoff_follows_the_list_and_resets_after_a_good_subscribe() {
         let d = s.reconnect_in(Instant::now()).unwrap();
         delays.push(d.as_secs());
         advance(d - Duration::from_millis(1)).await;
-        assert!(s.on_tick(Instant::now()).is_empty(), "no dial before the delay");
+        assert!(
+            s.on_tick(Instant::now()).is_empty(),
+            "no dial before the delay"
+        );
         advance(Duration::from_millis(1)).await;
         assert!(matches!(s.on_tick(Instant::now())[..], [Action::Connect]));
     }
@@ -135,13 +163,23 @@ async fn two_missed_pings_close_the_socket_and_answers_keep_it() {
     let p1 = sent(&s.on_tick(Instant::now()));
     assert_eq!(p1[0]["cmd"], "ping");
     // Answered: the count resets.
-    s.on_frame(&ack(p1[0]["headers"]["req_id"].as_str().unwrap(), 0), Instant::now());
+    s.on_frame(
+        &ack(p1[0]["headers"]["req_id"].as_str().unwrap(), 0),
+        Instant::now(),
+    );
     advance(Duration::from_secs(30)).await;
     assert_eq!(sent(&s.on_tick(Instant::now())).len(), 1);
     advance(Duration::from_secs(30)).await;
-    assert_eq!(sent(&s.on_tick(Instant::now())).len(), 1, "one missed: still pinging");
+    assert_eq!(
+        sent(&s.on_tick(Instant::now())).len(),
+        1,
+        "one missed: still pinging"
+    );
     advance(Duration::from_secs(30)).await;
-    assert!(matches!(s.on_tick(Instant::now())[..], [Action::Close(CloseReason::MissedPings)]));
+    assert!(matches!(
+        s.on_tick(Instant::now())[..],
+        [Action::Close(CloseReason::MissedPings)]
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,9 +192,42 @@ async fn requests_correlate_by_req_id_one_in_flight_per_req_id() {
     let f2 = protocol::stream_frame("req-1", "s1", "ab", true);
     let other = protocol::markdown_send("u", "x");
     let other_id = other.req_id.clone();
-    assert_eq!(sent(&s.submit(Request { frame: f1, timeout: t, waiter: 1 }, now)).len(), 1);
-    assert!(s.submit(Request { frame: f2, timeout: t, waiter: 2 }, now).is_empty(), "queued");
-    assert_eq!(sent(&s.submit(Request { frame: other, timeout: t, waiter: 3 }, now)).len(), 1);
+    assert_eq!(
+        sent(&s.submit(
+            Request {
+                frame: f1,
+                timeout: t,
+                waiter: 1
+            },
+            now
+        ))
+        .len(),
+        1
+    );
+    assert!(
+        s.submit(
+            Request {
+                frame: f2,
+                timeout: t,
+                waiter: 2
+            },
+            now
+        )
+        .is_empty(),
+        "queued"
+    );
+    assert_eq!(
+        sent(&s.submit(
+            Request {
+                frame: other,
+                timeout: t,
+                waiter: 3
+            },
+            now
+        ))
+        .len(),
+        1
+    );
     // A callback that shares the req_id is not an answer.
     let acts = s.on_frame(&callback("req-1", "m9"), now);
     assert!(matches!(&acts[..], [Action::Inbound(_)]));
@@ -165,7 +236,13 @@ async fn requests_correlate_by_req_id_one_in_flight_per_req_id() {
     assert_eq!(completions(&acts), vec![(1, Ok(0))]);
     assert_eq!(sent(&acts)[0]["body"]["stream"]["finish"], true);
     let acts = s.on_frame(&ack("req-1", 846608), now);
-    assert_eq!(completions(&acts)[0].1, Err(ReqError::Platform { code: 846608, message: "bad".into() }));
+    assert_eq!(
+        completions(&acts)[0].1,
+        Err(ReqError::Platform {
+            code: 846608,
+            message: "bad".into()
+        })
+    );
     let acts = s.on_frame(&ack(&other_id, 0), now);
     assert_eq!(completions(&acts), vec![(3, Ok(0))]);
 }
@@ -177,17 +254,42 @@ async fn deadlines_and_drops_fail_requests_at_once() {
     let now = Instant::now();
     let a = protocol::markdown_reply("r", "a");
     let b = protocol::markdown_reply("r", "b");
-    s.submit(Request { frame: a, timeout: Duration::from_secs(5), waiter: 1 }, now);
-    s.submit(Request { frame: b, timeout: Duration::from_secs(5), waiter: 2 }, now);
+    s.submit(
+        Request {
+            frame: a,
+            timeout: Duration::from_secs(5),
+            waiter: 1,
+        },
+        now,
+    );
+    s.submit(
+        Request {
+            frame: b,
+            timeout: Duration::from_secs(5),
+            waiter: 2,
+        },
+        now,
+    );
     advance(Duration::from_secs(5)).await;
     let acts = s.on_tick(Instant::now());
     assert_eq!(completions(&acts), vec![(1, Err(ReqError::Timeout))]);
-    assert_eq!(sent(&acts).len(), 1, "the queued request goes out after the timeout");
+    assert_eq!(
+        sent(&acts).len(),
+        1,
+        "the queued request goes out after the timeout"
+    );
     let acts = s.on_disconnected(Instant::now());
     assert_eq!(completions(&acts), vec![(2, Err(ReqError::Disconnected))]);
     // Not connected: refused at once.
     let c = protocol::markdown_reply("r", "c");
-    let acts = s.submit(Request { frame: c, timeout: Duration::from_secs(5), waiter: 3 }, Instant::now());
+    let acts = s.submit(
+        Request {
+            frame: c,
+            timeout: Duration::from_secs(5),
+            waiter: 3,
+        },
+        Instant::now(),
+    );
     assert_eq!(completions(&acts), vec![(3, Err(ReqError::NotConnected))]);
 }
 
@@ -196,24 +298,39 @@ async fn disconnected_event_is_terminal() {
     let mut s = session();
     up(&mut s);
     let now = Instant::now();
-    s.submit(Request { frame: protocol::markdown_reply("r", "a"), timeout: Duration::from_secs(5), waiter: 7 }, now);
+    s.submit(
+        Request {
+            frame: protocol::markdown_reply("r", "a"),
+            timeout: Duration::from_secs(5),
+            waiter: 7,
+        },
+        now,
+    );
     let kick = json!({"cmd":"aibot_event_callback","headers":{"req_id":"e1"},
                       "body":{"msgtype":"event","event":{"eventtype":"disconnected_event"}}});
     let acts = s.on_frame(&kick.to_string(), now);
     assert_eq!(completions(&acts), vec![(7, Err(ReqError::Disconnected))]);
     assert!(acts.iter().any(|a| matches!(a, Action::TakenOver)));
-    assert!(acts.iter().any(|a| matches!(a, Action::Close(CloseReason::TakenOver))));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Close(CloseReason::TakenOver))));
     assert!(s.on_disconnected(Instant::now()).is_empty());
     assert_eq!(s.phase(), Phase::TakenOver);
     advance(Duration::from_secs(3600)).await;
-    assert!(s.on_tick(Instant::now()).is_empty(), "no reconnect after a take-over");
+    assert!(
+        s.on_tick(Instant::now()).is_empty(),
+        "no reconnect after a take-over"
+    );
     assert_eq!(s.next_deadline(), None);
     // The legacy field spelling is understood too.
     let mut s = session();
     up(&mut s);
     let legacy = json!({"cmd":"aibot_event_callback","headers":{"req_id":"e2"},
                         "body":{"event_type":"disconnected_event"}});
-    assert!(s.on_frame(&legacy.to_string(), Instant::now()).iter().any(|a| matches!(a, Action::TakenOver)));
+    assert!(s
+        .on_frame(&legacy.to_string(), Instant::now())
+        .iter()
+        .any(|a| matches!(a, Action::TakenOver)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -222,7 +339,14 @@ async fn not_subscribed_triggers_one_resubscribe_with_the_same_device() {
     up(&mut s);
     let now = Instant::now();
     for w in [1, 2] {
-        s.submit(Request { frame: protocol::markdown_send("u", "x"), timeout: Duration::from_secs(5), waiter: w }, now);
+        s.submit(
+            Request {
+                frame: protocol::markdown_send("u", "x"),
+                timeout: Duration::from_secs(5),
+                waiter: w,
+            },
+            now,
+        );
     }
     let ids: Vec<String> = s.inflight.keys().cloned().collect();
     let acts = s.on_frame(&ack(&ids[0], 846609), now);
@@ -234,13 +358,18 @@ async fn not_subscribed_triggers_one_resubscribe_with_the_same_device() {
     let acts = s.on_frame(&ack(&ids[1], 846609), now);
     assert!(sent(&acts).is_empty());
     // The re-subscribe ACK is swallowed.
-    assert!(s.on_frame(&ack(sub[0]["headers"]["req_id"].as_str().unwrap(), 0), now).is_empty());
+    assert!(s
+        .on_frame(&ack(sub[0]["headers"]["req_id"].as_str().unwrap(), 0), now)
+        .is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn duplicates_are_dropped_within_the_ttl_and_memory_is_bounded() {
     let mut s = Session::<u32>::new(
-        SessionConfig { dedup_capacity: 3, ..SessionConfig::default() },
+        SessionConfig {
+            dedup_capacity: 3,
+            ..SessionConfig::default()
+        },
         "b",
         "s".to_owned().into(),
         "d",
@@ -261,10 +390,22 @@ async fn duplicates_are_dropped_within_the_ttl_and_memory_is_bounded() {
 async fn stop_fails_pending_and_closes() {
     let mut s = session();
     up(&mut s);
-    s.submit(Request { frame: protocol::markdown_send("u", "x"), timeout: Duration::from_secs(5), waiter: 1 }, Instant::now());
+    s.submit(
+        Request {
+            frame: protocol::markdown_send("u", "x"),
+            timeout: Duration::from_secs(5),
+            waiter: 1,
+        },
+        Instant::now(),
+    );
     let acts = s.stop();
     assert_eq!(completions(&acts), vec![(1, Err(ReqError::Disconnected))]);
-    assert!(acts.iter().any(|a| matches!(a, Action::Close(CloseReason::Stopping))));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Close(CloseReason::Stopping))));
     assert!(s.on_disconnected(Instant::now()).is_empty());
-    assert!(matches!(s.on_connected(Instant::now())[..], [Action::Close(_)]));
+    assert!(matches!(
+        s.on_connected(Instant::now())[..],
+        [Action::Close(_)]
+    ));
 }

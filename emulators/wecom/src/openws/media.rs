@@ -24,14 +24,15 @@ pub(crate) struct Hosted {
 pub(crate) type Library = Arc<Mutex<HashMap<String, Hosted>>>;
 
 async fn serve_media(State(lib): State<Library>, Path(id): Path<String>) -> Response {
-    let item = lib.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+    let item = lib
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned();
     match item {
         Some(h) => {
-            let mut resp = (
-                [(header::CONTENT_TYPE, h.content_type.clone())],
-                h.bytes,
-            )
-                .into_response();
+            let mut resp =
+                ([(header::CONTENT_TYPE, h.content_type.clone())], h.bytes).into_response();
             if let Some(name) = h.filename {
                 if let Ok(v) = format!("attachment; filename=\"{name}\"").parse() {
                     resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
@@ -47,7 +48,9 @@ async fn serve_media(State(lib): State<Library>, Path(id): Path<String>) -> Resp
 pub(crate) async fn start(lib: Library, stop: CancellationToken) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = Router::new().route("/media/{id}", get(serve_media)).with_state(lib);
+    let app = Router::new()
+        .route("/media/{id}", get(serve_media))
+        .with_state(lib);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -24,12 +24,17 @@ pub enum Chat {
 impl Chat {
     /// A DM with `user`.
     pub fn dm(user: &str) -> Self {
-        Chat::Dm { user: user.to_owned() }
+        Chat::Dm {
+            user: user.to_owned(),
+        }
     }
 
     /// A message from `user` in group `chat_id`.
     pub fn group(chat_id: &str, user: &str) -> Self {
-        Chat::Group { chat_id: chat_id.to_owned(), user: user.to_owned() }
+        Chat::Group {
+            chat_id: chat_id.to_owned(),
+            user: user.to_owned(),
+        }
     }
 
     /// The sender.
@@ -89,7 +94,10 @@ impl Msg {
         let mut fields = Map::new();
         fields.insert("msgtype".into(), json!(msgtype));
         fields.insert(key.into(), value);
-        Self { fields, msgid: None }
+        Self {
+            fields,
+            msgid: None,
+        }
     }
 
     /// `msgtype: text`.
@@ -99,7 +107,11 @@ impl Msg {
 
     /// `msgtype: image` with a URL and key.
     pub fn image(media: &MediaRef) -> Self {
-        Self::of("image", "image", json!({ "url": media.url, "aeskey": media.aeskey }))
+        Self::of(
+            "image",
+            "image",
+            json!({ "url": media.url, "aeskey": media.aeskey }),
+        )
     }
 
     /// `msgtype: image` with inline base64 (optionally a data URL).
@@ -118,7 +130,11 @@ impl Msg {
 
     /// `msgtype: video`.
     pub fn video(media: &MediaRef) -> Self {
-        Self::of("video", "video", json!({ "url": media.url, "aeskey": media.aeskey }))
+        Self::of(
+            "video",
+            "video",
+            json!({ "url": media.url, "aeskey": media.aeskey }),
+        )
     }
 
     /// `msgtype: voice` with the server's transcript.
@@ -158,12 +174,17 @@ impl Msg {
 
     /// `msgtype: appmsg`, a shared article.
     pub fn article(title: &str, digest: &str, url: &str) -> Self {
-        Self::of("appmsg", "appmsg", json!({ "title": title, "digest": digest, "url": url }))
+        Self::of(
+            "appmsg",
+            "appmsg",
+            json!({ "title": title, "digest": digest, "url": url }),
+        )
     }
 
     /// Adds a `quote` of `quoted` (its msgtype and fields).
     pub fn quoting(mut self, quoted: Msg) -> Self {
-        self.fields.insert("quote".into(), Value::Object(quoted.fields));
+        self.fields
+            .insert("quote".into(), Value::Object(quoted.fields));
         self
     }
 
@@ -175,6 +196,9 @@ impl Msg {
 
     /// The message type.
     pub fn msgtype(&self) -> &str {
-        self.fields.get("msgtype").and_then(Value::as_str).unwrap_or("")
+        self.fields
+            .get("msgtype")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }

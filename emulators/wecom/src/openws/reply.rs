@@ -61,9 +61,12 @@ impl Reply {
                         b.final_content = Some(content);
                     }
                 }
-                "markdown" => {
-                    reply.markdown.push(body["markdown"]["content"].as_str().unwrap_or("").to_owned())
-                }
+                "markdown" => reply.markdown.push(
+                    body["markdown"]["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
                 _ => reply.media.push(body.clone()),
             }
         }

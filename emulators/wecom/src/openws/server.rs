@@ -28,7 +28,11 @@ impl Shared {
 }
 
 /// Accepts connections until `stop` is cancelled.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -46,12 +50,17 @@ pub(crate) async fn serve_io<S>(io: S, shared: Arc<Shared>, stop: CancellationTo
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(ws) = tokio_tungstenite::accept_async(io).await else { return };
+    let Ok(ws) = tokio_tungstenite::accept_async(io).await else {
+        return;
+    };
     serve(ws, shared, stop).await;
 }
 
-async fn serve<S>(ws: tokio_tungstenite::WebSocketStream<S>, shared: Arc<Shared>, stop: CancellationToken)
-where
+async fn serve<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
@@ -62,7 +71,13 @@ where
         let mut st = shared.lock();
         let id = st.next_conn;
         st.next_conn += 1;
-        st.conns.insert(id, ConnState { bot: None, tx: tx.clone() });
+        st.conns.insert(
+            id,
+            ConnState {
+                bot: None,
+                tx: tx.clone(),
+            },
+        );
         id
     };
     shared.changed.notify_waiters();
@@ -83,6 +98,15 @@ where
                     break;
                 }
                 Out::Drop => break,
+                Out::Ping => {
+                    if sink
+                        .send(Message::Ping(b"emulator".to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
         }
         writer_done.cancel();
@@ -104,6 +128,10 @@ where
                     let writes = shared.lock().handle(conn, &text, Instant::now());
                     shared.changed.notify_waiters();
                     dispatch(&shared, writes);
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    shared.lock().pongs += 1;
+                    shared.changed.notify_waiters();
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}

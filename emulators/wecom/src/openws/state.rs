@@ -38,6 +38,8 @@ pub(crate) enum Out {
     Close,
     /// The end of the connection without a close frame (a dropped socket).
     Drop,
+    /// A WebSocket-protocol ping.
+    Ping,
 }
 
 /// A frame the server received.
@@ -110,22 +112,36 @@ pub struct Match {
 impl Match {
     /// Frames with this `cmd`.
     pub fn cmd(cmd: &str) -> Self {
-        Self { cmd: Some(cmd.to_owned()), ..Self::default() }
+        Self {
+            cmd: Some(cmd.to_owned()),
+            ..Self::default()
+        }
     }
 
     /// Stream frames with `finish: true`.
     pub fn stream_final() -> Self {
-        Self { msgtype: Some("stream".into()), finish: Some(true), ..Self::default() }
+        Self {
+            msgtype: Some("stream".into()),
+            finish: Some(true),
+            ..Self::default()
+        }
     }
 
     /// Stream frames with `finish: false`.
     pub fn stream_update() -> Self {
-        Self { msgtype: Some("stream".into()), finish: Some(false), ..Self::default() }
+        Self {
+            msgtype: Some("stream".into()),
+            finish: Some(false),
+            ..Self::default()
+        }
     }
 
     /// Any frame whose body has this `msgtype`.
     pub fn msgtype(msgtype: &str) -> Self {
-        Self { msgtype: Some(msgtype.to_owned()), ..Self::default() }
+        Self {
+            msgtype: Some(msgtype.to_owned()),
+            ..Self::default()
+        }
     }
 
     /// Only frames on this `req_id`.
@@ -139,8 +155,13 @@ impl Match {
         let body = &frame["body"];
         self.cmd.as_deref().is_none_or(|c| c == cmd)
             && self.msgtype.as_deref().is_none_or(|t| body["msgtype"] == t)
-            && self.finish.is_none_or(|f| body["stream"]["finish"].as_bool() == Some(f))
-            && self.req_id.as_deref().is_none_or(|r| frame["headers"]["req_id"] == r)
+            && self
+                .finish
+                .is_none_or(|f| body["stream"]["finish"].as_bool() == Some(f))
+            && self
+                .req_id
+                .as_deref()
+                .is_none_or(|r| frame["headers"]["req_id"] == r)
     }
 }
 
@@ -232,6 +253,8 @@ pub(crate) struct State {
     pub uploads_done: Vec<Upload>,
     pub violations: Vec<String>,
     pub behaviour: Behaviour,
+    /// WebSocket-protocol pongs received.
+    pub pongs: usize,
     streams: HashMap<(String, String), StreamInfo>,
     uploads: HashMap<String, UploadState>,
     media_ids: HashSet<String>,
@@ -260,7 +283,16 @@ impl State {
         Self {
             bots: bots
                 .into_iter()
-                .map(|(id, secret)| (id, BotState { secret, live: None, pending: Vec::new() }))
+                .map(|(id, secret)| {
+                    (
+                        id,
+                        BotState {
+                            secret,
+                            live: None,
+                            pending: Vec::new(),
+                        },
+                    )
+                })
                 .collect(),
             conns: HashMap::new(),
             next_conn: 1,
@@ -271,6 +303,7 @@ impl State {
             uploads_done: Vec::new(),
             violations: Vec::new(),
             behaviour: Behaviour::default(),
+            pongs: 0,
             streams: HashMap::new(),
             uploads: HashMap::new(),
             media_ids: HashSet::new(),
@@ -286,7 +319,11 @@ impl State {
     }
 
     pub(crate) fn add_rule(&mut self, matcher: Match, code: Option<i64>, times: u32) {
-        self.rules.push(Rule { matcher, code, remaining: times });
+        self.rules.push(Rule {
+            matcher,
+            code,
+            remaining: times,
+        });
     }
 
     /// A connection ended.
@@ -327,9 +364,21 @@ impl State {
         }
     }
 
+    /// Sends a WebSocket-protocol ping to `bot`'s live connection.
+    pub(crate) fn ws_ping(&self, bot: &str) -> bool {
+        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else {
+            return false;
+        };
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.send(Out::Ping).is_ok())
+    }
+
     /// Sends `disconnected_event` to `bot`'s live connection and closes it.
     pub(crate) fn kick(&mut self, bot: &str) -> bool {
-        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else { return false };
+        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else {
+            return false;
+        };
         let ev = json!({
             "cmd": "aibot_event_callback",
             "headers": { "req_id": self.next_id("kick") },
@@ -346,11 +395,13 @@ impl State {
         true
     }
 
-    /// Drops `bot`'s live connection without a close frame.
-    pub(crate) fn drop_conn(&mut self, bot: &str) -> bool {
-        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else { return false };
+    /// Ends `bot`'s live connection: with a close frame (`graceful`) or by dropping it.
+    pub(crate) fn end_conn(&mut self, bot: &str, graceful: bool) -> bool {
+        let Some(conn) = self.bots.get(bot).and_then(|b| b.live) else {
+            return false;
+        };
         if let Some(c) = self.conns.get(&conn) {
-            let _ = c.tx.send(Out::Drop);
+            let _ = c.tx.send(if graceful { Out::Close } else { Out::Drop });
         }
         if let Some(b) = self.bots.get_mut(bot) {
             b.live = None;
@@ -361,28 +412,49 @@ impl State {
     /// Handles one client frame; returns what to write.
     pub(crate) fn handle(&mut self, conn: u64, text: &str, now: Instant) -> Vec<Write> {
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
-            self.violations.push(format!("conn {conn}: frame is not JSON"));
+            self.violations
+                .push(format!("conn {conn}: frame is not JSON"));
             return Vec::new();
         };
         let bot = self.conns.get(&conn).and_then(|c| c.bot.clone());
-        self.log.push(Received { conn, bot: bot.clone(), frame: frame.clone(), at: now });
+        self.log.push(Received {
+            conn,
+            bot: bot.clone(),
+            frame: frame.clone(),
+            at: now,
+        });
         let cmd = frame["cmd"].as_str().unwrap_or("").to_owned();
         let req_id = frame["headers"]["req_id"].as_str().unwrap_or("").to_owned();
         if req_id.is_empty() {
-            self.violations.push(format!("conn {conn}: `{cmd}` without headers.req_id"));
+            self.violations
+                .push(format!("conn {conn}: `{cmd}` without headers.req_id"));
         }
         let delay = self.behaviour.ack_delay;
-        let reply = |text: String| vec![Write { conn, out: Out::Text(text), delay }];
+        let reply = |text: String| {
+            vec![Write {
+                conn,
+                out: Out::Text(text),
+                delay,
+            }]
+        };
 
         if cmd == "ping" {
             return if self.behaviour.answer_pings {
-                vec![Write { conn, out: Out::Text(answer(&req_id, 0, "ok", None)), delay: Duration::ZERO }]
+                vec![Write {
+                    conn,
+                    out: Out::Text(answer(&req_id, 0, "ok", None)),
+                    delay: Duration::ZERO,
+                }]
             } else {
                 Vec::new()
             };
         }
         // Scripted behaviour first.
-        if let Some(i) = self.rules.iter().position(|r| r.remaining > 0 && r.matcher.matches(&frame)) {
+        if let Some(i) = self
+            .rules
+            .iter()
+            .position(|r| r.remaining > 0 && r.matcher.matches(&frame))
+        {
             self.rules[i].remaining -= 1;
             return match self.rules[i].code {
                 Some(code) => reply(answer(&req_id, code, "scripted failure", None)),
@@ -393,7 +465,12 @@ impl State {
             return self.subscribe(conn, &frame, &req_id);
         }
         let Some(bot) = bot else {
-            return reply(answer(&req_id, 846609, "aibot websocket not subscribed", None));
+            return reply(answer(
+                &req_id,
+                846609,
+                "aibot websocket not subscribed",
+                None,
+            ));
         };
         let result = match cmd.as_str() {
             "aibot_respond_msg" => self.respond(conn, &bot, &req_id, &frame["body"], now),
@@ -432,13 +509,22 @@ impl State {
                 out: Out::Text(answer(req_id, 40013, "invalid secret", None)),
                 delay: Duration::ZERO,
             });
-            writes.push(Write { conn, out: Out::Close, delay: Duration::ZERO });
+            writes.push(Write {
+                conn,
+                out: Out::Close,
+                delay: Duration::ZERO,
+            });
             return writes;
         }
         let already = self.conns.get(&conn).and_then(|c| c.bot.clone()).is_some();
         if !already {
             // One live connection per bot: a second subscribe kicks the first.
-            if self.bots.get(&bot_id).and_then(|b| b.live).is_some_and(|l| l != conn) {
+            if self
+                .bots
+                .get(&bot_id)
+                .and_then(|b| b.live)
+                .is_some_and(|l| l != conn)
+            {
                 self.kick(&bot_id);
             }
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -454,11 +540,18 @@ impl State {
             // Callbacks queued while offline go out before the ACK, as a real server may race.
             for text in pending {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    if let Some(p) = v["headers"]["req_id"].as_str().and_then(|r| self.pushed.get_mut(r)) {
+                    if let Some(p) = v["headers"]["req_id"]
+                        .as_str()
+                        .and_then(|r| self.pushed.get_mut(r))
+                    {
                         p.conn = Some(conn);
                     }
                 }
-                writes.push(Write { conn, out: Out::Text(text), delay: Duration::ZERO });
+                writes.push(Write {
+                    conn,
+                    out: Out::Text(text),
+                    delay: Duration::ZERO,
+                });
             }
         }
         writes.push(Write {
@@ -471,9 +564,14 @@ impl State {
 
     /// Counts a user-visible message for `chat` against the per-minute limit.
     fn rate_ok(&mut self, chat: &str, now: Instant) -> bool {
-        let Some(limit) = self.behaviour.rate_limit else { return true };
+        let Some(limit) = self.behaviour.rate_limit else {
+            return true;
+        };
         let q = self.rate.entry(chat.to_owned()).or_default();
-        while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60)) {
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+        {
             q.pop_front();
         }
         if q.len() >= limit {
@@ -492,17 +590,23 @@ impl State {
         now: Instant,
     ) -> Result<Option<Value>, (i64, String)> {
         let Some(p) = self.pushed.get(req_id).cloned() else {
-            self.violations.push(format!("reply on unknown req_id {req_id}"));
+            self.violations
+                .push(format!("reply on unknown req_id {req_id}"));
             return Err((846605, "invalid req_id".into()));
         };
         if p.bot != bot {
-            self.violations.push(format!("reply on req_id {req_id} of another bot"));
+            self.violations
+                .push(format!("reply on req_id {req_id} of another bot"));
             return Err((846605, "invalid req_id".into()));
         }
         if !self.behaviour.req_ids_survive_reconnect && p.conn != Some(conn) {
             return Err((846605, "invalid req_id: from an earlier connection".into()));
         }
-        if self.behaviour.reply_window.is_some_and(|w| now.saturating_duration_since(p.at) > w) {
+        if self
+            .behaviour
+            .reply_window
+            .is_some_and(|w| now.saturating_duration_since(p.at) > w)
+        {
             return Err((846604, "reply window expired".into()));
         }
         let msgtype = body["msgtype"].as_str().unwrap_or("");
@@ -511,7 +615,8 @@ impl State {
             "markdown" => {
                 let content = body["markdown"]["content"].as_str().unwrap_or("");
                 if content.len() > MARKDOWN_MAX_BYTES {
-                    self.violations.push(format!("markdown of {} bytes", content.len()));
+                    self.violations
+                        .push(format!("markdown of {} bytes", content.len()));
                     return Err((45002, "content too large".into()));
                 }
                 if !self.rate_ok(&p.chat_id, now) {
@@ -522,12 +627,18 @@ impl State {
             "image" | "file" | "voice" | "video" => {
                 let id = body[msgtype]["media_id"].as_str().unwrap_or("");
                 if !self.media_ids.contains(id) {
-                    self.violations.push(format!("reply with unknown media_id {id}"));
+                    self.violations
+                        .push(format!("reply with unknown media_id {id}"));
                     return Err((40007, "invalid media_id".into()));
                 }
-                let open = self.streams.iter().any(|((r, _), s)| r == req_id && !s.finished);
+                let open = self
+                    .streams
+                    .iter()
+                    .any(|((r, _), s)| r == req_id && !s.finished);
                 if open {
-                    self.violations.push(format!("media reply on {req_id}, which owns an open stream"));
+                    self.violations.push(format!(
+                        "media reply on {req_id}, which owns an open stream"
+                    ));
                 }
                 if !self.rate_ok(&p.chat_id, now) {
                     return Err((846607, "rate limit".into()));
@@ -535,7 +646,8 @@ impl State {
                 Ok(None)
             }
             other => {
-                self.violations.push(format!("reply with msgtype `{other}`"));
+                self.violations
+                    .push(format!("reply with msgtype `{other}`"));
                 Err((40008, "invalid message type".into()))
             }
         }
@@ -552,11 +664,15 @@ impl State {
         let content = stream["content"].as_str().unwrap_or("").to_owned();
         let finish = stream["finish"].as_bool().unwrap_or(false);
         if id.is_empty() {
-            self.violations.push(format!("stream frame without id on {req_id}"));
+            self.violations
+                .push(format!("stream frame without id on {req_id}"));
             return Err((40008, "missing stream id".into()));
         }
         if content.len() > STREAM_MAX_BYTES {
-            self.violations.push(format!("stream frame of {} bytes on {req_id}", content.len()));
+            self.violations.push(format!(
+                "stream frame of {} bytes on {req_id}",
+                content.len()
+            ));
             return Err((45002, "content too large".into()));
         }
         let key = (req_id.to_owned(), id.clone());
@@ -582,15 +698,22 @@ impl State {
             last_content: String::new(),
         });
         info.frames += 1;
-        let (frames, repeated) = (info.frames, finish && info.frames > 1 && content == info.last_content);
+        let (frames, repeated) = (
+            info.frames,
+            finish && info.frames > 1 && content == info.last_content,
+        );
         info.last_content = content;
         info.finished = finish;
         if frames > STREAM_MAX_FRAMES {
-            self.violations.push(format!("more than {STREAM_MAX_FRAMES} frames on stream {id}"));
+            self.violations.push(format!(
+                "more than {STREAM_MAX_FRAMES} frames on stream {id}"
+            ));
         }
         if repeated {
             // The real server silently drops such a final frame.
-            self.violations.push(format!("final frame equals the previous frame on stream {id}"));
+            self.violations.push(format!(
+                "final frame equals the previous frame on stream {id}"
+            ));
         }
         Ok(None)
     }
@@ -609,14 +732,16 @@ impl State {
             "markdown" => {
                 let content = body["markdown"]["content"].as_str().unwrap_or("");
                 if content.len() > MARKDOWN_MAX_BYTES {
-                    self.violations.push(format!("markdown of {} bytes", content.len()));
+                    self.violations
+                        .push(format!("markdown of {} bytes", content.len()));
                     return Err((45002, "content too large".into()));
                 }
             }
             "image" | "file" | "voice" | "video" => {
                 let id = body[msgtype]["media_id"].as_str().unwrap_or("");
                 if !self.media_ids.contains(id) {
-                    self.violations.push(format!("send with unknown media_id {id}"));
+                    self.violations
+                        .push(format!("send with unknown media_id {id}"));
                     return Err((40007, "invalid media_id".into()));
                 }
             }
@@ -650,7 +775,9 @@ impl State {
                 Ok(None)
             }
             _ => {
-                self.violations.push(format!("welcome on {req_id}, which is not an enter_chat event"));
+                self.violations.push(format!(
+                    "welcome on {req_id}, which is not an enter_chat event"
+                ));
                 Err((846605, "invalid req_id".into()))
             }
         }
@@ -673,7 +800,12 @@ impl State {
         let id = self.next_id("upload");
         self.uploads.insert(
             id.clone(),
-            UploadState { init: body.clone(), total_chunks, chunks: BTreeMap::new(), order: Vec::new() },
+            UploadState {
+                init: body.clone(),
+                total_chunks,
+                chunks: BTreeMap::new(),
+                order: Vec::new(),
+            },
         );
         Ok(Some(json!({ "upload_id": id })))
     }
@@ -685,11 +817,14 @@ impl State {
             .as_str()
             .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
         let Some(up) = self.uploads.get_mut(id) else {
-            self.violations.push(format!("chunk for unknown upload {id}"));
+            self.violations
+                .push(format!("chunk for unknown upload {id}"));
             return Err((40009, "invalid upload_id".into()));
         };
         match (index, data) {
-            (Some(i), Some(d)) if i < up.total_chunks && d.len() <= CHUNK_MAX_BYTES && !d.is_empty() => {
+            (Some(i), Some(d))
+                if i < up.total_chunks && d.len() <= CHUNK_MAX_BYTES && !d.is_empty() =>
+            {
                 up.order.push((i, d.len()));
                 up.chunks.insert(i, d);
                 Ok(None)
@@ -705,7 +840,8 @@ impl State {
     fn upload_finish(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
         let id = body["upload_id"].as_str().unwrap_or("");
         let Some(up) = self.uploads.remove(id) else {
-            self.violations.push(format!("finish for unknown upload {id}"));
+            self.violations
+                .push(format!("finish for unknown upload {id}"));
             return Err((40009, "invalid upload_id".into()));
         };
         let complete = (0..up.total_chunks).all(|i| up.chunks.contains_key(&i));
@@ -715,13 +851,21 @@ impl State {
             || up.init["total_size"].as_u64() != Some(bytes.len() as u64)
             || up.init["md5"].as_str() != Some(md5.as_str())
         {
-            self.violations.push(format!("upload {id} incomplete or md5/size mismatch"));
+            self.violations
+                .push(format!("upload {id} incomplete or md5/size mismatch"));
             return Err((40009, "upload verification failed".into()));
         }
         let media_id = self.next_id("media");
         self.media_ids.insert(media_id.clone());
         let kind = up.init["type"].clone();
-        self.uploads_done.push(Upload { init: up.init, chunks: up.order, bytes, media_id: media_id.clone() });
-        Ok(Some(json!({ "media_id": media_id, "type": kind, "created_at": "2026-01-01T00:00:00Z" })))
+        self.uploads_done.push(Upload {
+            init: up.init,
+            chunks: up.order,
+            bytes,
+            media_id: media_id.clone(),
+        });
+        Ok(Some(
+            json!({ "media_id": media_id, "type": kind, "created_at": "2026-01-01T00:00:00Z" }),
+        ))
     }
 }
