@@ -290,3 +290,31 @@ async fn protocol_pings_from_the_server_are_answered() {
     emu.wait_pongs(1).await;
     gw.stop().await;
 }
+
+#[test]
+fn every_config_key_is_in_the_example_config_and_the_readme() {
+    use gateway_core::AdapterFactory;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config.example.yaml")).unwrap();
+    let block =
+        &example[example.find("# >>> wecom\n").unwrap()..example.find("# <<< wecom\n").unwrap()];
+    let readme = std::fs::read_to_string(root.join("adapters/wecom/README.md")).unwrap();
+    for key in wecom::WeComFactory.config_keys() {
+        assert!(
+            block.contains(&format!("{}:", key.name)),
+            "{} missing from config.example.yaml",
+            key.name
+        );
+        assert!(
+            readme.contains(&format!("| `{}` |", key.name)),
+            "{} missing from the README table",
+            key.name
+        );
+        if let Some(env) = key.env {
+            assert!(
+                block.contains(env) && readme.contains(env),
+                "{env} undocumented"
+            );
+        }
+    }
+}
