@@ -259,4 +259,24 @@ mod tests {
         ));
         assert_eq!(store.cleanup().await, 0, "fresh files stay");
     }
+
+    #[tokio::test]
+    async fn cleanup_deletes_files_older_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MediaStore::new(dir.path(), true, 1024, Duration::from_secs(3600)).unwrap();
+        std::fs::create_dir_all(store.dir()).unwrap();
+        let old = store.dir().join("old.bin");
+        let new = store.dir().join("new.bin");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"y").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert_eq!(store.cleanup().await, 1);
+        assert!(!old.exists() && new.exists());
+    }
 }

@@ -22,6 +22,7 @@ mod msg;
 mod reply;
 mod server;
 mod state;
+mod uploads;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -439,7 +440,7 @@ impl OpenWs {
 
     /// Finished uploads.
     pub fn uploads(&self) -> Vec<Upload> {
-        self.shared.lock().uploads_done.clone()
+        self.shared.lock().uploads.done.clone()
     }
 
     /// Connections accepted so far.

@@ -7,23 +7,20 @@
 //! on unknown or stale `req_id`s, proactive sends into groups, uploads with wrong chunks or md5.
 //! Breaches of the protocol (as opposed to scripted failures) are also listed as violations.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use base64::Engine as _;
-use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+pub use super::uploads::Upload;
+use super::uploads::Uploads;
 
 /// Largest stream frame content, in bytes.
 pub const STREAM_MAX_BYTES: usize = 20480;
 /// Largest markdown content, in bytes (the cap live tests found).
 pub const MARKDOWN_MAX_BYTES: usize = 4096;
-/// Largest upload chunk.
-pub const CHUNK_MAX_BYTES: usize = 512 * 1024;
-/// Most chunks per upload.
-pub const MAX_CHUNKS: u64 = 100;
 /// Most frames the server keeps per stream.
 pub const STREAM_MAX_FRAMES: usize = 100;
 /// The window for a welcome reply after `enter_chat`.
@@ -85,19 +82,6 @@ pub struct Subscribe {
     pub device_id: String,
     /// Whether the credentials were accepted.
     pub accepted: bool,
-}
-
-/// A finished upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upload {
-    /// The `init` body.
-    pub init: Value,
-    /// Chunk indices in arrival order, with their sizes.
-    pub chunks: Vec<(u64, usize)>,
-    /// The reassembled bytes.
-    pub bytes: Vec<u8>,
-    /// The media id handed out.
-    pub media_id: String,
 }
 
 /// Selects client frames for scripted failures and withheld ACKs.
@@ -193,14 +177,6 @@ struct StreamInfo {
 }
 
 #[derive(Debug)]
-struct UploadState {
-    init: Value,
-    total_chunks: u64,
-    chunks: BTreeMap<u64, Vec<u8>>,
-    order: Vec<(u64, usize)>,
-}
-
-#[derive(Debug)]
 pub(crate) struct BotState {
     pub secret: String,
     pub live: Option<u64>,
@@ -250,14 +226,12 @@ pub(crate) struct State {
     pub subscribes: Vec<Subscribe>,
     pub pushed: HashMap<String, PushedInfo>,
     pub groups: HashSet<String>,
-    pub uploads_done: Vec<Upload>,
+    pub uploads: Uploads,
     pub violations: Vec<String>,
     pub behaviour: Behaviour,
     /// WebSocket-protocol pongs received.
     pub pongs: usize,
     streams: HashMap<(String, String), StreamInfo>,
-    uploads: HashMap<String, UploadState>,
-    media_ids: HashSet<String>,
     rules: Vec<Rule>,
     rate: HashMap<String, VecDeque<Instant>>,
     seq: u64,
@@ -300,13 +274,11 @@ impl State {
             subscribes: Vec::new(),
             pushed: HashMap::new(),
             groups: HashSet::new(),
-            uploads_done: Vec::new(),
+            uploads: Uploads::default(),
             violations: Vec::new(),
             behaviour: Behaviour::default(),
             pongs: 0,
             streams: HashMap::new(),
-            uploads: HashMap::new(),
-            media_ids: HashSet::new(),
             rules: Vec::new(),
             rate: HashMap::new(),
             seq: 0,
@@ -476,9 +448,11 @@ impl State {
             "aibot_respond_msg" => self.respond(conn, &bot, &req_id, &frame["body"], now),
             "aibot_send_msg" => self.send_msg(&frame["body"], now),
             "aibot_respond_welcome_msg" => self.welcome(conn, &bot, &req_id, now),
-            "aibot_upload_media_init" => self.upload_init(&frame["body"]),
-            "aibot_upload_media_chunk" => self.upload_chunk(&frame["body"]),
-            "aibot_upload_media_finish" => self.upload_finish(&frame["body"]),
+            "aibot_upload_media_init" => self.uploads.init(&frame["body"], &mut self.violations),
+            "aibot_upload_media_chunk" => self.uploads.chunk(&frame["body"], &mut self.violations),
+            "aibot_upload_media_finish" => {
+                self.uploads.finish(&frame["body"], &mut self.violations)
+            }
             other => {
                 self.violations.push(format!("unknown cmd `{other}`"));
                 Err((40008, "invalid message type".into()))
@@ -626,7 +600,7 @@ impl State {
             }
             "image" | "file" | "voice" | "video" => {
                 let id = body[msgtype]["media_id"].as_str().unwrap_or("");
-                if !self.media_ids.contains(id) {
+                if !self.uploads.media_ids.contains(id) {
                     self.violations
                         .push(format!("reply with unknown media_id {id}"));
                     return Err((40007, "invalid media_id".into()));
@@ -739,7 +713,7 @@ impl State {
             }
             "image" | "file" | "voice" | "video" => {
                 let id = body[msgtype]["media_id"].as_str().unwrap_or("");
-                if !self.media_ids.contains(id) {
+                if !self.uploads.media_ids.contains(id) {
                     self.violations
                         .push(format!("send with unknown media_id {id}"));
                     return Err((40007, "invalid media_id".into()));
@@ -781,91 +755,5 @@ impl State {
                 Err((846605, "invalid req_id".into()))
             }
         }
-    }
-
-    fn upload_init(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
-        let total_chunks = body["total_chunks"].as_u64().unwrap_or(0);
-        let total_size = body["total_size"].as_u64().unwrap_or(0);
-        let kind = body["type"].as_str().unwrap_or("");
-        let ok = (1..=MAX_CHUNKS).contains(&total_chunks)
-            && total_size > 0
-            && matches!(kind, "image" | "file" | "voice" | "video")
-            && body["md5"].as_str().is_some_and(|m| m.len() == 32)
-            && body["filename"].as_str().is_some_and(|f| !f.is_empty())
-            && total_chunks == total_size.div_ceil(CHUNK_MAX_BYTES as u64);
-        if !ok {
-            self.violations.push(format!("bad upload init: {body}"));
-            return Err((40009, "invalid upload parameters".into()));
-        }
-        let id = self.next_id("upload");
-        self.uploads.insert(
-            id.clone(),
-            UploadState {
-                init: body.clone(),
-                total_chunks,
-                chunks: BTreeMap::new(),
-                order: Vec::new(),
-            },
-        );
-        Ok(Some(json!({ "upload_id": id })))
-    }
-
-    fn upload_chunk(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
-        let id = body["upload_id"].as_str().unwrap_or("");
-        let index = body["chunk_index"].as_u64();
-        let data = body["base64_data"]
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
-        let Some(up) = self.uploads.get_mut(id) else {
-            self.violations
-                .push(format!("chunk for unknown upload {id}"));
-            return Err((40009, "invalid upload_id".into()));
-        };
-        match (index, data) {
-            (Some(i), Some(d))
-                if i < up.total_chunks && d.len() <= CHUNK_MAX_BYTES && !d.is_empty() =>
-            {
-                up.order.push((i, d.len()));
-                up.chunks.insert(i, d);
-                Ok(None)
-            }
-            (i, d) => {
-                let v = format!("bad chunk {i:?} ({:?} bytes) for {id}", d.map(|d| d.len()));
-                self.violations.push(v);
-                Err((40009, "invalid chunk".into()))
-            }
-        }
-    }
-
-    fn upload_finish(&mut self, body: &Value) -> Result<Option<Value>, (i64, String)> {
-        let id = body["upload_id"].as_str().unwrap_or("");
-        let Some(up) = self.uploads.remove(id) else {
-            self.violations
-                .push(format!("finish for unknown upload {id}"));
-            return Err((40009, "invalid upload_id".into()));
-        };
-        let complete = (0..up.total_chunks).all(|i| up.chunks.contains_key(&i));
-        let bytes: Vec<u8> = up.chunks.values().flatten().copied().collect();
-        let md5 = hex::encode(Md5::digest(&bytes));
-        if !complete
-            || up.init["total_size"].as_u64() != Some(bytes.len() as u64)
-            || up.init["md5"].as_str() != Some(md5.as_str())
-        {
-            self.violations
-                .push(format!("upload {id} incomplete or md5/size mismatch"));
-            return Err((40009, "upload verification failed".into()));
-        }
-        let media_id = self.next_id("media");
-        self.media_ids.insert(media_id.clone());
-        let kind = up.init["type"].clone();
-        self.uploads_done.push(Upload {
-            init: up.init,
-            chunks: up.order,
-            bytes,
-            media_id: media_id.clone(),
-        });
-        Ok(Some(
-            json!({ "media_id": media_id, "type": kind, "created_at": "2026-01-01T00:00:00Z" }),
-        ))
     }
 }
