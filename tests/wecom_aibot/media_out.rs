@@ -1,6 +1,6 @@
 //! Acceptance 6, first half: outbound media through the router's send endpoint — the upload
 //! sequence (chunk count, 0-based indices, md5), passive vs proactive delivery, and the
-//! downgrade and refusal rules.
+//! downgrade and refusal rules. Also long proactive texts, split by bytes and never cut.
 
 use md5::{Digest, Md5};
 use serde_json::json;
@@ -156,6 +156,35 @@ async fn oversized_and_non_amr_media_are_downgraded_and_huge_files_refused() {
         texts[2].starts_with("⚠️") && texts[2].contains("20 MiB"),
         "{texts:?}"
     );
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_proactive_text_is_split_by_bytes_and_nothing_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    let text = (0..2500)
+        .map(|i| format!("词{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(text.len() > 12_000);
+    let (status, body) = admin_send(
+        gw.http,
+        &dir.path().join("data"),
+        json!({"platform":"wecom","to":"user:alice","markdown":text}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let pieces: Vec<String> = emu
+        .sent_to("alice")
+        .iter()
+        .map(|r| r.body()["markdown"]["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|p| p.len() <= 4000));
+    assert_eq!(pieces.join(" "), text, "cut only at spaces, in order");
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }

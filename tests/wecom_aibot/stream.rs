@@ -56,6 +56,14 @@ async fn a_reply_is_a_seed_then_cumulative_updates_then_one_finish() {
         );
     }
     assert_eq!(r.text(), format!("echo: {text}"));
+    // A final equal to the last update carries a zero-width space (the server drops repeats).
+    let last_update = &contents[contents.len() - 2];
+    let fin = r.bubbles[0].final_content.clone().unwrap();
+    if *last_update == format!("echo: {text}") {
+        assert_eq!(fin, format!("echo: {text}\u{200B}"));
+    } else {
+        assert_eq!(fin, format!("echo: {text}"));
+    }
     assert!(r.frames.iter().all(|f| f.req_id() == p.req_id));
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
