@@ -176,24 +176,49 @@ impl WeComConfig {
         {
             self.welcome_text = None;
         }
-        let mut positive = |path: &str, v: u64| {
-            if v == 0 {
-                err(path, "must be greater than 0".into());
+        // Every duration has an upper bound too: timers add it to the clock, which must not
+        // overflow, and absurd values are typos.
+        let mut within = |path: &str, v: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&v) {
+                err(path, format!("must be between {min} and {max}"));
             }
         };
-        positive("ping_interval_secs", self.ping_interval_secs);
-        positive("max_missed_pings", u64::from(self.max_missed_pings));
-        positive("connect_timeout_secs", self.connect_timeout_secs);
-        positive("request_timeout_secs", self.request_timeout_secs);
-        positive("stream_ack_timeout_secs", self.stream_ack_timeout_secs);
-        positive("stream_interval_ms", self.stream_interval_ms);
-        positive("stream_rotate_secs", self.stream_rotate_secs);
-        positive("dedup_ttl_secs", self.dedup_ttl_secs);
-        positive("media_retention_hours", self.media_retention_hours);
-        if self.reconnect_backoff_secs.is_empty() || self.reconnect_backoff_secs.contains(&0) {
+        const DAY: u64 = 86_400;
+        within("ping_interval_secs", self.ping_interval_secs, 1, 3600);
+        within("max_missed_pings", u64::from(self.max_missed_pings), 1, 100);
+        within("connect_timeout_secs", self.connect_timeout_secs, 1, 600);
+        within("request_timeout_secs", self.request_timeout_secs, 1, 600);
+        within(
+            "stream_ack_timeout_secs",
+            self.stream_ack_timeout_secs,
+            1,
+            600,
+        );
+        within("stream_interval_ms", self.stream_interval_ms, 1, 600_000);
+        within("stream_rotate_secs", self.stream_rotate_secs, 1, DAY);
+        within("text_batch_delay_ms", self.text_batch_delay_ms, 0, 60_000);
+        within(
+            "text_batch_split_delay_ms",
+            self.text_batch_split_delay_ms,
+            0,
+            60_000,
+        );
+        within("dedup_ttl_secs", self.dedup_ttl_secs, 1, 7 * DAY);
+        within(
+            "media_retention_hours",
+            self.media_retention_hours,
+            1,
+            24 * 365,
+        );
+        if self.reconnect_backoff_secs.is_empty()
+            || self
+                .reconnect_backoff_secs
+                .iter()
+                .any(|s| !(1..=DAY).contains(s))
+        {
             err(
                 "reconnect_backoff_secs",
-                "must be a non-empty list of seconds, each ≥ 1".into(),
+                "must be a non-empty list of seconds, each between 1 and 86400".into(),
             );
         }
         if !(2..=95).contains(&self.stream_max_frames) {
@@ -582,6 +607,7 @@ mod tests {
             "stream_max_frame_bytes": 30000,
             "rate_limit_reserve": 40,
             "reconnect_backoff_secs": [],
+            "stream_rotate_secs": u64::MAX,
         }))
         .unwrap_err();
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
@@ -592,6 +618,7 @@ mod tests {
             "stream_max_frame_bytes",
             "rate_limit_reserve",
             "reconnect_backoff_secs",
+            "stream_rotate_secs",
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
