@@ -43,10 +43,11 @@ pub(crate) fn registry() -> router::Registry {
 pub(crate) fn instance(name: &str, url: &str, bot: &str, secret: &str, extra: &str) -> String {
     let mut out = format!(
         "  {name}:\n    type: wecom\n    extra:\n      bot_id: {bot}\n      secret: {secret}\n      \
-         websocket_url: \"{url}\"\n      allow_private_media_hosts: true\n"
+         websocket_url: \"{url}\"\n"
     );
     // Defaults that `extra` may override.
     for (key, value) in [
+        ("allow_private_media_hosts", "true"),
         ("text_batch_delay_ms", "0"),
         ("stream_interval_ms", "20"),
         ("reconnect_backoff_secs", "[1]"),

@@ -299,3 +299,24 @@ async fn enter_chat_gets_the_welcome_and_card_and_feedback_events_are_typed() {
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn media_on_private_addresses_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    // The emulator's media host is on 127.0.0.1: the SSRF guard refuses it by default.
+    let gw = start(
+        &emu,
+        dir.path(),
+        "",
+        "      allow_private_media_hosts: false\n",
+    )
+    .await;
+    let m = emu.host_media(&png(10));
+    let p = emu.push(Chat::dm("alice"), Msg::image(&m));
+    assert_eq!(
+        emu.expect_reply(&p.req_id).await.text(),
+        "echo: [image could not be downloaded]"
+    );
+    gw.stop().await;
+}
