@@ -312,23 +312,87 @@ async fn a_final_frame_without_ack_counts_as_delivered() {
     gw.stop().await;
 }
 
-/// Accepts everything; the adapter-level test below needs no router.
-#[derive(Debug)]
-struct AcceptAll;
+/// Accepts everything and keeps what it got; the adapter-level tests below need no router.
+#[derive(Debug, Default)]
+struct Recorder {
+    got: std::sync::Mutex<Vec<gateway_core::InboundMessage>>,
+}
 
 #[async_trait::async_trait]
-impl gateway_core::InboundSink for AcceptAll {
+impl gateway_core::InboundSink for Recorder {
     async fn submit(
         &self,
-        _m: gateway_core::InboundMessage,
+        m: gateway_core::InboundMessage,
     ) -> Result<gateway_core::Admission, gateway_core::AdapterError> {
+        self.got.lock().unwrap().push(m);
         Ok(gateway_core::Admission::Accepted)
     }
 }
 
+/// The adapter on its own, connected to `emu` in memory (exact under paused time).
+async fn bare_adapter(
+    emu: &OpenWs,
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<dyn gateway_core::PlatformAdapter>,
+    std::sync::Arc<Recorder>,
+) {
+    use gateway_core::AdapterFactory;
+    let connector = std::sync::Arc::new(super::MemConnector(emu.in_memory()));
+    let factory = wecom::WeComFactory::with_connector(connector);
+    let spec = gateway_core::adapter::InstanceSpec {
+        name: "wecom".into(),
+        kind: "wecom".into(),
+        home_channel: None,
+        data_dir: dir.to_path_buf(),
+    };
+    let extra = json!({"bot_id":"bot-1","secret":"secret-1","websocket_url":emu.url(),
+                       "text_batch_delay_ms":0,"stream_interval_ms":20});
+    let adapter = factory.build(&spec, extra).unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let ctx = gateway_core::AdapterContext {
+        instance: "wecom".into(),
+        data_dir: dir.join("wecom"),
+        inbound: recorder.clone(),
+        store: std::sync::Arc::new(gateway_core::memory_store::MemoryStore::new()),
+        health: gateway_core::health::HealthReporter::new("wecom", "wecom"),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    adapter.connect(ctx).await.unwrap();
+    (adapter, recorder)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_dropped_without_finish_still_closes_its_bubble() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(Duration::from_secs(900))
+        .start()
+        .await;
+    let (adapter, recorder) = bare_adapter(&emu, dir.path()).await;
+    let p = emu.push_text(Chat::dm("alice"), "hello");
+    let msg = loop {
+        if let Some(m) = recorder.got.lock().unwrap().first().cloned() {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut sink = adapter.reply(&msg).await.unwrap();
+    sink.start().await.unwrap();
+    sink.update("a partial answer").await.unwrap();
+    emu.wait_reply(&p.req_id, |r| r.stream_frames().len() >= 2)
+        .await;
+    drop(sink);
+    let r = emu.wait_reply(&p.req_id, |r| r.finals() == 1).await;
+    assert_eq!(r.text(), "a partial answer");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    adapter.disconnect().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
-    use gateway_core::{AdapterFactory, OutboundMessage, Target};
+    use gateway_core::{OutboundMessage, Target};
     let dir = tempfile::tempdir().unwrap();
     let emu = OpenWs::builder()
         .bot("bot-1", "secret-1")
@@ -336,31 +400,7 @@ async fn proactive_sends_stay_within_thirty_per_minute_per_chat() {
         .start()
         .await;
     emu.rate_limit(30);
-    // The adapter on its own, driven directly: only in-memory I/O, so paused time is exact.
-    let factory = wecom::WeComFactory::with_connector(std::sync::Arc::new(super::MemConnector(
-        emu.in_memory(),
-    )));
-    let spec = gateway_core::adapter::InstanceSpec {
-        name: "wecom".into(),
-        kind: "wecom".into(),
-        home_channel: None,
-        data_dir: dir.path().to_path_buf(),
-    };
-    let adapter = factory
-        .build(
-            &spec,
-            json!({"bot_id":"bot-1","secret":"secret-1","websocket_url":emu.url()}),
-        )
-        .unwrap();
-    let ctx = gateway_core::AdapterContext {
-        instance: "wecom".into(),
-        data_dir: dir.path().join("wecom"),
-        inbound: std::sync::Arc::new(AcceptAll),
-        store: std::sync::Arc::new(gateway_core::memory_store::MemoryStore::new()),
-        health: gateway_core::health::HealthReporter::new("wecom", "wecom"),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-    };
-    adapter.connect(ctx).await.unwrap();
+    let (adapter, _) = bare_adapter(&emu, dir.path()).await;
     let target = Target::User("alice".into());
     let sends = (0..30).map(|i| {
         let (adapter, target) = (adapter.clone(), target.clone());

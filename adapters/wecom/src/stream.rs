@@ -285,24 +285,21 @@ async fn run_pump(
             st.bubbles.rotate_at()
         };
         tokio::select! {
-            // `finish` wants the state.
-            _ = &mut stop_rx => {
+            // `finish` wants the state; a closed channel means the sink was dropped.
+            stopped = &mut stop_rx => {
                 st.outstanding = outstanding;
-                return st;
+                if stopped.is_ok() {
+                    return st;
+                }
+                let text = text_rx.borrow().clone();
+                return abandon(&inner, &target, st, &text).await;
             }
             // New cumulative text; a closed channel means the sink was dropped.
             changed = text_rx.changed() => {
                 if changed.is_err() {
                     st.outstanding = outstanding;
                     let text = text_rx.borrow().clone();
-                    warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its bubble.");
-                    if let Err(e) = finalize(&inner, &target, st, &text, true).await {
-                        warn!(instance = %inner.instance, error = %e, "Could not close an abandoned reply.");
-                    }
-                    if let Some(r) = &target.req_id {
-                        inner.stream_closed(r);
-                    }
-                    return PumpState::new(&inner, true);
+                    return abandon(&inner, &target, st, &text).await;
                 }
                 dirty = true;
             }
@@ -333,6 +330,20 @@ async fn run_pump(
             }
         }
     }
+}
+
+/// Finishes a reply whose sink was dropped without `finish`, with the last text it got, so its
+/// bubble does not keep spinning.
+async fn abandon(inner: &Inner, target: &Target, st: PumpState, text: &str) -> PumpState {
+    warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its bubble.");
+    let text = if text.trim().is_empty() { "…" } else { text };
+    if let Err(e) = finalize(inner, target, st, text, true).await {
+        warn!(instance = %inner.instance, error = %e, "Could not close an abandoned reply.");
+    }
+    if let Some(r) = &target.req_id {
+        inner.stream_closed(r);
+    }
+    PumpState::new(inner, true)
 }
 
 /// When the next intermediate frame may go: the configured interval, stretched once half the
