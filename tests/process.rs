@@ -21,6 +21,10 @@ fn child_process_entry() {
     let path = std::env::var(CHILD_ENV).expect("run only as a child process");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
+        // Install the SIGTERM handler before anything can connect, so a test that signals as
+        // soon as it sees traffic never hits the default action.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         let (cfg, plans) =
             router::load(Some(Path::new(&path)), &support::registry(), &|_| None).unwrap();
         std::fs::create_dir_all(&cfg.gateway.data_dir).unwrap();
@@ -38,8 +42,6 @@ fn child_process_entry() {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
             term.recv().await;
             token.cancel();
         });
@@ -69,7 +71,7 @@ fn write_config(dir: &Path, addr: &str, delay_ms: u64) -> std::path::PathBuf {
 }
 
 async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }

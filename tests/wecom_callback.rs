@@ -420,9 +420,11 @@ impl Binary {
     fn start(dir: &Path, extra: &Value) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
         let yaml = format!(
+            // A slow echo (several deltas 300 ms apart) lets the test tell an ack that waited for
+            // the agent from one that did not.
             "gateway:\n  data_dir: {}\n  listen: {listen}\n{}",
             dir.join("data").display(),
-            platform_yaml(extra)
+            platform_yaml(extra).replace("backend: echo\n", "backend: echo\n  delay_ms: 300\n")
         );
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -504,8 +506,12 @@ async fn the_real_binary_answers_at_once_and_replies_through_message_send() {
     // right user, through the right app and agent id.
     let (ack, _) = app.push_text("alice", "hello from WeCom").await;
     assert_eq!((ack.status, ack.body.as_str()), (200, "success"));
+    // The ack never waits for the agent: nothing was sent yet when it came back. (Its latency is
+    // measured by the pipeline benchmark; the bound here only catches a gross regression on a
+    // loaded CI machine.)
+    assert!(emu.sent().is_empty(), "the ack waited for the reply");
     assert!(
-        ack.elapsed < Duration::from_millis(500),
+        ack.elapsed < Duration::from_secs(3),
         "ack took {:?}",
         ack.elapsed
     );
