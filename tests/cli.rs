@@ -287,3 +287,32 @@ fn sessions_and_pairing_commands_work_on_the_state_database() {
     let out = run(&["pairing", "clear-pending", "wecom"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn every_adapter_key_is_documented_in_the_readme_and_the_example_config() {
+    use gateway_core::AdapterFactory as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("config.example.yaml")).unwrap();
+    let factories: [&dyn gateway_core::AdapterFactory; 2] =
+        [&wecom::WeComFactory, &wecom_callback::WeComCallbackFactory];
+    for f in factories {
+        for key in f.config_keys() {
+            let name = format!("`{}`", key.name);
+            assert!(
+                readme.contains(&name),
+                "README.md does not document {} key {name}",
+                f.kind()
+            );
+            assert!(
+                example.contains(&format!("{}:", key.name)),
+                "config.example.yaml does not show {} key {}",
+                f.kind(),
+                key.name
+            );
+            if let Some(env) = key.env {
+                assert!(readme.contains(env), "README.md does not mention {env}");
+            }
+        }
+    }
+}
