@@ -290,7 +290,6 @@ fn sessions_and_pairing_commands_work_on_the_state_database() {
 
 #[test]
 fn every_adapter_key_is_documented_in_the_readme_and_the_example_config() {
-    use gateway_core::AdapterFactory as _;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let example = std::fs::read_to_string(root.join("config.example.yaml")).unwrap();
