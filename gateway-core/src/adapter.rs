@@ -290,6 +290,30 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
+impl ConfigKey {
+    /// A key description; a `const fn` so adapters can build static tables of their keys.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        name: &'static str,
+        kind: KeyKind,
+        required: bool,
+        secret: bool,
+        env: Option<&'static str>,
+        default: Option<&'static str>,
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            required,
+            secret,
+            env,
+            default,
+            doc,
+        }
+    }
+}
+
 /// A resource an instance claims exclusively (checked across instances by `gateway check`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Resource {

@@ -300,7 +300,7 @@ impl WeComConfig {
 
 /// The documented keys of `platforms.<name>.extra` for `wecom` (policy keys excluded).
 pub const CONFIG_KEYS: &[ConfigKey] = &[
-    key(
+    ConfigKey::new(
         "bot_id",
         KeyKind::String,
         true,
@@ -309,7 +309,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "The AI Bot's id.",
     ),
-    key(
+    ConfigKey::new(
         "secret",
         KeyKind::String,
         true,
@@ -318,7 +318,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "The AI Bot's secret.",
     ),
-    key(
+    ConfigKey::new(
         "websocket_url",
         KeyKind::String,
         false,
@@ -327,7 +327,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some(DEFAULT_WEBSOCKET_URL),
         "Long-connection endpoint.",
     ),
-    key(
+    ConfigKey::new(
         "proxy",
         KeyKind::String,
         false,
@@ -336,7 +336,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "HTTP proxy for the WebSocket, or `none`; unset uses HTTPS_PROXY/ALL_PROXY.",
     ),
-    key(
+    ConfigKey::new(
         "device_id",
         KeyKind::String,
         false,
@@ -345,7 +345,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "Fixed device id; unset generates one and keeps it in the state store.",
     ),
-    key(
+    ConfigKey::new(
         "welcome_text",
         KeyKind::String,
         false,
@@ -354,7 +354,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         None,
         "Greeting for enter_chat.",
     ),
-    key(
+    ConfigKey::new(
         "ping_interval_secs",
         KeyKind::Integer,
         false,
@@ -363,7 +363,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("30"),
         "Ping cadence.",
     ),
-    key(
+    ConfigKey::new(
         "max_missed_pings",
         KeyKind::Integer,
         false,
@@ -372,7 +372,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("2"),
         "Unanswered pings before reconnecting.",
     ),
-    key(
+    ConfigKey::new(
         "reconnect_backoff_secs",
         KeyKind::List,
         false,
@@ -381,7 +381,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("[2, 5, 10, 30, 60]"),
         "Reconnect delays; the last repeats.",
     ),
-    key(
+    ConfigKey::new(
         "connect_timeout_secs",
         KeyKind::Integer,
         false,
@@ -390,7 +390,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("20"),
         "Dial + subscribe deadline.",
     ),
-    key(
+    ConfigKey::new(
         "request_timeout_secs",
         KeyKind::Integer,
         false,
@@ -399,7 +399,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("15"),
         "Deadline for answers to sends, uploads and final frames.",
     ),
-    key(
+    ConfigKey::new(
         "stream_ack_timeout_secs",
         KeyKind::Integer,
         false,
@@ -408,7 +408,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("5"),
         "Deadline for the ACK of an intermediate stream frame.",
     ),
-    key(
+    ConfigKey::new(
         "stream_interval_ms",
         KeyKind::Integer,
         false,
@@ -417,7 +417,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("1000"),
         "Least time between stream updates.",
     ),
-    key(
+    ConfigKey::new(
         "stream_rotate_secs",
         KeyKind::Integer,
         false,
@@ -426,7 +426,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("240"),
         "Bubble age at which it is sealed and continued in a new one.",
     ),
-    key(
+    ConfigKey::new(
         "stream_max_frames",
         KeyKind::Integer,
         false,
@@ -435,7 +435,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("85"),
         "Intermediate frames per bubble before it is continued.",
     ),
-    key(
+    ConfigKey::new(
         "stream_max_frame_bytes",
         KeyKind::Integer,
         false,
@@ -444,7 +444,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("20480"),
         "Content bytes per stream frame.",
     ),
-    key(
+    ConfigKey::new(
         "text_max_bytes",
         KeyKind::Integer,
         false,
@@ -453,7 +453,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("4000"),
         "Bytes per markdown message; longer texts are split.",
     ),
-    key(
+    ConfigKey::new(
         "text_batch_delay_ms",
         KeyKind::Integer,
         false,
@@ -462,7 +462,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("600"),
         "Quiet time before split user texts are merged; 0 disables.",
     ),
-    key(
+    ConfigKey::new(
         "text_batch_split_delay_ms",
         KeyKind::Integer,
         false,
@@ -471,7 +471,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("2000"),
         "Quiet time after a piece near the client's split size.",
     ),
-    key(
+    ConfigKey::new(
         "text_batch_split_threshold",
         KeyKind::Integer,
         false,
@@ -480,7 +480,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("3900"),
         "Characters from which a piece counts as client-split.",
     ),
-    key(
+    ConfigKey::new(
         "dedup_ttl_secs",
         KeyKind::Integer,
         false,
@@ -489,7 +489,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("300"),
         "How long message ids are remembered.",
     ),
-    key(
+    ConfigKey::new(
         "dedup_capacity",
         KeyKind::Integer,
         false,
@@ -498,7 +498,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("1000"),
         "How many message ids are remembered.",
     ),
-    key(
+    ConfigKey::new(
         "media_max_bytes",
         KeyKind::Integer,
         false,
@@ -507,7 +507,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("20971520"),
         "Largest inbound media download.",
     ),
-    key(
+    ConfigKey::new(
         "media_retention_hours",
         KeyKind::Integer,
         false,
@@ -516,7 +516,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("72"),
         "Age after which downloaded media is deleted.",
     ),
-    key(
+    ConfigKey::new(
         "allow_private_media_hosts",
         KeyKind::Bool,
         false,
@@ -525,7 +525,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("false"),
         "Allow media downloads from private/loopback addresses.",
     ),
-    key(
+    ConfigKey::new(
         "rate_limit_per_minute",
         KeyKind::Integer,
         false,
@@ -534,7 +534,7 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         Some("30"),
         "Messages per minute per chat.",
     ),
-    key(
+    ConfigKey::new(
         "rate_limit_reserve",
         KeyKind::Integer,
         false,
@@ -544,26 +544,6 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "Of those, kept for final frames and notices.",
     ),
 ];
-
-const fn key(
-    name: &'static str,
-    kind: KeyKind,
-    required: bool,
-    secret: bool,
-    env: Option<&'static str>,
-    default: Option<&'static str>,
-    doc: &'static str,
-) -> ConfigKey {
-    ConfigKey {
-        name,
-        kind,
-        required,
-        secret,
-        env,
-        default,
-        doc,
-    }
-}
 
 /// Environment variables of the router's access-policy keys for the default instance.
 pub const POLICY_ENV: &[(&str, &str)] = &[
