@@ -588,4 +588,10 @@ async fn the_real_binary_answers_at_once_and_replies_through_message_send() {
         assert!(!log.contains(secret.as_str()), "secret in log");
     }
     assert!(!log.contains("emu-token-"), "access token in log");
+    // No dm_policy was configured: the start-up warns that access is open.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ACCESS IS OPEN") && l.contains("wecom_callback")),
+        "no open-access warning:\n{log}"
+    );
 }
