@@ -88,11 +88,11 @@ pub fn check(file: Option<&Path>) -> anyhow::Result<ExitCode> {
 
 /// Prints the registered platform kinds and their keys.
 pub fn platforms() -> anyhow::Result<ExitCode> {
+    use std::fmt::Write as _;
     let registry = crate::registry();
-    let mut any = false;
+    let mut out = String::new();
     for f in registry.factories() {
-        any = true;
-        println!("{} — {}", f.kind(), f.description());
+        let _ = writeln!(out, "{} — {}", f.kind(), f.description());
         for k in f.config_keys() {
             let mut notes = Vec::new();
             if k.required {
@@ -107,27 +107,31 @@ pub fn platforms() -> anyhow::Result<ExitCode> {
             if let Some(d) = k.default {
                 notes.push(format!("default {d}"));
             }
-            println!(
-                "  {:<24} {}{}",
-                k.name,
-                k.doc,
-                if notes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", notes.join(", "))
-                }
-            );
+            let notes = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join(", "))
+            };
+            let _ = writeln!(out, "  {:<26} {}{notes}", k.name, k.doc);
         }
-        println!(
-            "  access policy keys: {}",
-            gateway_core::policy::POLICY_KEYS.join(", ")
-        );
+        let policy = gateway_core::policy::POLICY_KEYS.join(", ");
+        let _ = writeln!(out, "  access policy keys: {policy}");
         for (env, key) in f.policy_env() {
-            println!("    {key} also from env {env}");
+            let _ = writeln!(out, "    {key} also from env {env}");
         }
     }
-    if !any {
-        println!("No platform kinds are registered in this build.");
+    if out.is_empty() {
+        out.push_str("No platform kinds are registered in this build.\n");
     }
+    write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`gateway platforms | head`) is not an error.
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
