@@ -236,6 +236,10 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
     let yaml = format!(
         "platforms:\n{}",
         platform_yaml("lb", &p.addr.to_string(), extra)
+    )
+    .replace(
+        "    type: loopback\n",
+        "    type: loopback\n    home_channel: user:ops\n",
     );
     let gw = TestGateway::start(dir.path(), &yaml).await;
     p.wait_connections(1).await;
@@ -269,6 +273,20 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
                 .to_string()
         })
         .expect("no code in the notice");
+
+    // The operator hears about the request in the home channel, with the request id to approve
+    // (never the user's code).
+    let frames = p
+        .wait_for("home notice", |f| f.iter().any(|v| v["type"] == "send"))
+        .await;
+    let home = frames.iter().find(|v| v["type"] == "send").unwrap();
+    assert_eq!(home["target"], "user:ops");
+    let home_text = home["text"].as_str().unwrap();
+    assert!(home_text.contains("newbie") && home_text.contains("gateway pairing approve lb "));
+    assert!(
+        !home_text.contains(&code),
+        "the home notice must not carry the code"
+    );
 
     // The operator approves from another handle on the same database (as the CLI does).
     let store = open_store(dir.path()).await;

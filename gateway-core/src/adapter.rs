@@ -352,6 +352,12 @@ pub trait AdapterFactory: Send + Sync {
         &[]
     }
 
+    /// The environment variable that sets the default instance's `home_channel`
+    /// (for example `WECOM_HOME_CHANNEL`).
+    fn home_channel_env(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Resources the instance would claim, for conflict checks. Errors are reported by `build`.
     fn resources(&self, _extra: &serde_json::Value) -> Vec<Resource> {
         Vec::new()

@@ -119,6 +119,18 @@ impl Dispatcher {
         {
             Ok(req) => {
                 info!(instance = %instance, request_id = %req.request_id, "Pairing code issued.");
+                // The operator sees the request where they look (the code stays the user's).
+                let who = match &msg.sender.display_name {
+                    Some(n) => format!("{user} ({n})"),
+                    None => user.clone(),
+                };
+                self.shared.notify_home(
+                    &instance,
+                    format!(
+                        "🔑 {who} asks to use the bot (pairing request {id}). Approve with:\n  gateway pairing approve {instance} {id}",
+                        id = req.request_id
+                    ),
+                );
                 self.shared.notify(
                     msg,
                     format!(

@@ -94,18 +94,24 @@ pub fn apply_kind_env(cfg: &mut GatewayConfig, registry: &Registry, env: EnvLook
                 found.insert((*key).to_string(), Value::String(raw));
             }
         }
-        if found.is_empty() {
+        let home = factory.home_channel_env().and_then(env);
+        if found.is_empty() && home.is_none() {
             continue;
         }
         match cfg.platforms.get_mut(kind) {
-            Some(entry) => entry.extra.extend(found),
+            Some(entry) => {
+                entry.extra.extend(found);
+                if home.is_some() {
+                    entry.home_channel = home;
+                }
+            }
             None if has_required => {
                 cfg.platforms.insert(
                     kind.to_string(),
                     PlatformEntry {
                         kind: None,
                         enabled: None,
-                        home_channel: None,
+                        home_channel: home,
                         extra: found,
                     },
                 );

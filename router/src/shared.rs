@@ -112,6 +112,29 @@ impl Shared {
         });
     }
 
+    /// Sends an operator notice to the instance's home channel, if it has one, in the
+    /// background. Failures are logged; the notice is informational.
+    pub fn notify_home(self: &Arc<Self>, instance: &str, text: String) {
+        let Some(inst) = self.instance(instance) else {
+            return;
+        };
+        let Some(home) = inst.home_channel.as_deref() else {
+            return;
+        };
+        let Ok(target) = gateway_core::Target::parse(home) else {
+            return;
+        };
+        let this = self.clone();
+        let name = inst.name.clone();
+        self.tasks.spawn(async move {
+            let Some(inst) = this.instance(&name) else { return };
+            match inst.adapter.send(&target, &OutboundMessage::text(&text)).await {
+                Ok(()) => this.metrics.inc("gateway_messages_out_total", &[("instance", &name)]),
+                Err(e) => tracing::warn!(instance = %name, error = %e, "Could not notify the home channel."),
+            }
+        });
+    }
+
     /// True when `user` on `instance` should be told (again) that pairing is unavailable.
     pub fn should_notify_pairing(&self, instance: &str, user: &str) -> bool {
         let mut m = self

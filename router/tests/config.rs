@@ -81,6 +81,9 @@ impl AdapterFactory for DemoFactory {
     fn policy_env(&self) -> &'static [(&'static str, &'static str)] {
         &[("DEMO_DM_POLICY", "dm_policy")]
     }
+    fn home_channel_env(&self) -> Option<&'static str> {
+        Some("DEMO_HOME_CHANNEL")
+    }
     fn resources(&self, extra: &Value) -> Vec<Resource> {
         let port = extra.get("port").and_then(Value::as_u64).unwrap_or(8645);
         vec![Resource::ListenPort(format!("0.0.0.0:{port}"))]
@@ -126,6 +129,10 @@ fn kind_variables_fill_and_override_the_default_instance() {
     let (_, plans) = load("platforms: {}\n", &[("DEMO_TOKEN", "t")]).unwrap();
     assert_eq!(plans.len(), 1);
     assert_eq!(plans[0].spec.name, "demo");
+    // The home channel variable fills the instance's home_channel.
+    let env = [("DEMO_TOKEN", "t"), ("DEMO_HOME_CHANNEL", "group:ops")];
+    let (_, plans) = load("platforms: {}\n", &env).unwrap();
+    assert_eq!(plans[0].spec.home_channel.as_deref(), Some("group:ops"));
     // A policy variable without credentials does not.
     let (_, plans) = load("platforms: {}\n", &[("DEMO_DM_POLICY", "pairing")]).unwrap();
     assert!(plans.is_empty());

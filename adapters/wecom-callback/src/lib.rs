@@ -54,6 +54,10 @@ impl AdapterFactory for WeComCallbackFactory {
         config::POLICY_ENV
     }
 
+    fn home_channel_env(&self) -> Option<&'static str> {
+        Some("WECOM_CALLBACK_HOME_CHANNEL")
+    }
+
     fn resources(&self, extra: &serde_json::Value) -> Vec<Resource> {
         // Any two instances on one port conflict, whatever their hosts (0.0.0.0 covers all).
         config::listen_port(extra)

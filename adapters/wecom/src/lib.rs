@@ -80,6 +80,10 @@ impl AdapterFactory for WeComFactory {
         config::POLICY_ENV
     }
 
+    fn home_channel_env(&self) -> Option<&'static str> {
+        Some("WECOM_HOME_CHANNEL")
+    }
+
     fn build(
         &self,
         instance: &InstanceSpec,
@@ -107,6 +111,10 @@ impl AdapterFactory for WeComFactoryWith {
 
     fn policy_env(&self) -> &'static [(&'static str, &'static str)] {
         config::POLICY_ENV
+    }
+
+    fn home_channel_env(&self) -> Option<&'static str> {
+        Some("WECOM_HOME_CHANNEL")
     }
 
     fn build(
