@@ -54,6 +54,9 @@ pub struct AgentTurn {
     pub sender: Sender,
     /// The conversation it was written in.
     pub chat: ChatAddress,
+    /// What the user sent: `text`, `voice` (`text` is then the platform's transcript), `media`,
+    /// `mixed`, `location` or `link`.
+    pub message_type: String,
     /// The message text.
     pub text: String,
     /// Media of the message as local, decrypted files.

@@ -71,6 +71,7 @@ async fn posts_the_documented_schema_and_reads_a_json_text_answer() {
             "instance": "wecom",
             "sender": {"user_id": "alice", "display_name": "Alice"},
             "chat": {"kind": "dm", "chat_id": "alice"},
+            "message_type": "text",
             "text": "hello",
             "attachments": [{"kind": "image", "path": "/data/media/a1.jpg", "name": "photo.jpg",
                              "mime": "image/jpeg", "size": 4821}],

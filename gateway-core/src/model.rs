@@ -192,6 +192,16 @@ pub enum Content {
         /// The media itself.
         attachment: Attachment,
     },
+    /// A voice message: the platform's transcript, and the audio itself when the platform
+    /// delivered it (downloaded like any media).
+    Voice {
+        /// The platform's speech-to-text transcript (may be empty).
+        #[serde(default)]
+        transcript: String,
+        /// The audio, when available.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<Attachment>,
+    },
     /// Text mixed with media items, in order.
     Mixed {
         /// The concatenated text parts.
@@ -252,9 +262,12 @@ impl InboundMessage {
     /// location/link content. Events yield an empty string.
     pub fn text(&self) -> String {
         match &self.content {
-            Content::Text { text } | Content::Media { text, .. } | Content::Mixed { text, .. } => {
-                text.clone()
-            }
+            Content::Text { text }
+            | Content::Media { text, .. }
+            | Content::Mixed { text, .. }
+            | Content::Voice {
+                transcript: text, ..
+            } => text.clone(),
             Content::Location {
                 latitude,
                 longitude,
@@ -279,6 +292,7 @@ impl InboundMessage {
     pub fn attachments(&self) -> Vec<Attachment> {
         let mut out = match &self.content {
             Content::Media { attachment, .. } => vec![attachment.clone()],
+            Content::Voice { attachment, .. } => attachment.iter().cloned().collect(),
             Content::Mixed { attachments, .. } => attachments.clone(),
             _ => Vec::new(),
         };
@@ -286,6 +300,20 @@ impl InboundMessage {
             out.extend(q.attachments.iter().cloned());
         }
         out
+    }
+
+    /// What kind of message this is, as the agent sees it: `text`, `voice`, `media`, `mixed`,
+    /// `location`, `link` or `event`.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.content {
+            Content::Text { .. } => "text",
+            Content::Voice { .. } => "voice",
+            Content::Media { .. } => "media",
+            Content::Mixed { .. } => "mixed",
+            Content::Location { .. } => "location",
+            Content::Link { .. } => "link",
+            Content::Event(_) => "event",
+        }
     }
 
     /// True when this is a platform event rather than a user message.

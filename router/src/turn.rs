@@ -39,6 +39,9 @@ enum AgentEnd {
 /// Summarises a message for history: its text plus one line per attachment.
 fn history_text(msg: &InboundMessage) -> String {
     let mut text = msg.text();
+    if msg.kind_name() == "voice" {
+        text = format!("[voice] {text}");
+    }
     for a in msg.attachments() {
         if !text.is_empty() {
             text.push('\n');
@@ -275,6 +278,7 @@ impl TurnHandler for TurnRunner {
             instance: msg.instance.clone(),
             sender: msg.sender.clone(),
             chat: msg.chat.clone(),
+            message_type: msg.kind_name().to_string(),
             text: msg.text(),
             attachments: msg.attachments(),
             history,

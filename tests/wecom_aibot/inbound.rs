@@ -184,6 +184,12 @@ async fn every_message_type_reaches_the_agent_decrypted() {
         (ChatKind::Group, "team")
     );
     assert_eq!(find("erin").turns, 3);
+    // The voice message was kept as voice: its history line says it was a transcript.
+    let frank = store
+        .history_load(&find("frank").session_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(frank[0].text, "[voice] spoken words");
 }
 
 #[tokio::test]

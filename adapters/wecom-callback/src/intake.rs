@@ -243,6 +243,10 @@ impl Processor {
                 caption,
             } => {
                 match self.fetch_media(&app, &job.id, kind, &media_id, format, name).await {
+                    Ok(attachment) if kind == MediaKind::Voice => Content::Voice {
+                        transcript: caption,
+                        attachment: Some(attachment),
+                    },
                     Ok(attachment) => Content::Media { text: caption, attachment },
                     Err(reason) => Content::Text {
                         text: format!(

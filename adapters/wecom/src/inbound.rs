@@ -361,6 +361,12 @@ pub fn build_message(
             description: l.description.clone(),
             url: l.url.clone(),
         }
+    } else if parsed.msgtype == "voice" && (!text.is_empty() || !attachments.is_empty()) {
+        // Kept as voice: the agent learns the text is a transcript, with the audio if sent.
+        Content::Voice {
+            transcript: text,
+            attachment: attachments.pop(),
+        }
     } else if parsed.msgtype == "mixed" || attachments.len() > 1 {
         Content::Mixed { text, attachments }
     } else if let Some(a) = attachments.pop() {

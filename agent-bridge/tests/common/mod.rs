@@ -36,6 +36,7 @@ pub fn turn(text: &str) -> AgentTurn {
             display_name: Some("Alice".into()),
         },
         chat: ChatAddress::dm("alice"),
+        message_type: "text".into(),
         text: text.into(),
         attachments: Vec::new(),
         history: vec![

@@ -261,6 +261,7 @@ async fn test_agent(fields: &Fields) -> Result<String, String> {
         instance: "setup".into(),
         sender: Sender::new("setup"),
         chat: ChatAddress::dm("setup"),
+        message_type: "text".into(),
         text:
             "This is a connection test from `gateway setup`. Please reply with one short sentence."
                 .into(),
