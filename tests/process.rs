@@ -135,10 +135,7 @@ async fn sigterm_drains_an_in_flight_turn_and_exits_zero() {
     let mut child = spawn_child(&config);
     p.wait_connections(1).await;
     p.push_dm("t1", "jo", "finish me");
-    p.wait_for("start", |f| {
-        f.iter().any(|v| v["type"] == "start" && v["id"] == "t1")
-    })
-    .await;
+    p.wait_started("t1").await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -15,6 +15,20 @@ fn platform_yaml(name: &str, addr: &str, extra: &str) -> String {
     format!("  {name}:\n    type: loopback\n    extra:\n      addr: \"{addr}\"\n{extra}")
 }
 
+/// A gateway with one loopback instance `lb` (policy open), `sections` (YAML before
+/// `platforms:`) and its platform connected.
+async fn start_lb(sections: &str) -> (tempfile::TempDir, FakePlatform, TestGateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = FakePlatform::start().await;
+    let yaml = format!(
+        "{sections}platforms:\n{}",
+        platform_yaml("lb", &p.addr.to_string(), "")
+    );
+    let gw = TestGateway::start(dir.path(), &yaml).await;
+    p.wait_connections(1).await;
+    (dir, p, gw)
+}
+
 async fn open_store(dir: &std::path::Path) -> Arc<dyn StateStore> {
     Arc::new(store_sqlite::SqliteStore::open(&dir.join("data/gateway.db")).unwrap())
 }
@@ -97,14 +111,7 @@ async fn a_failing_instance_does_not_stop_the_others() {
 
 #[tokio::test]
 async fn replies_stream_then_finish_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "agent:\n  backend: echo\n  delay_ms: 30\nplatforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (_dir, p, gw) = start_lb("agent:\n  backend: echo\n  delay_ms: 30\n").await;
     let text = "a fairly long message so that the echo agent streams it in several pieces";
     p.push_dm("s1", "carol", text);
     assert_eq!(p.final_text("s1").await, format!("echo: {text}"));
@@ -137,14 +144,8 @@ async fn replies_stream_then_finish_once() {
 
 #[tokio::test]
 async fn busy_sessions_queue_and_overflow_with_notices() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "agent:\n  backend: echo\n  delay_ms: 200\nsessions:\n  max_queue: 1\nplatforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (_dir, p, gw) =
+        start_lb("agent:\n  backend: echo\n  delay_ms: 200\nsessions:\n  max_queue: 1\n").await;
     p.push_dm("q1", "dan", "first");
     assert_eq!(p.ack("q1").await, "Accepted");
     p.push_dm("q2", "dan", "second");
@@ -170,19 +171,9 @@ async fn busy_sessions_queue_and_overflow_with_notices() {
 
 #[tokio::test]
 async fn stop_and_new_work_mid_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "agent:\n  backend: echo\n  delay_ms: 2000\nplatforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (dir, p, gw) = start_lb("agent:\n  backend: echo\n  delay_ms: 2000\n").await;
     p.push_dm("long", "erin", "take your time");
-    p.wait_for("start of long", |f| {
-        f.iter().any(|v| v["type"] == "start" && v["id"] == "long")
-    })
-    .await;
+    p.wait_started("long").await;
     p.push_dm("stop", "erin", "/stop");
     let stopped = p.final_text("long").await;
     assert!(
@@ -192,10 +183,7 @@ async fn stop_and_new_work_mid_turn() {
     assert!(p.final_text("stop").await.contains("Stopping"));
 
     p.push_dm("long2", "erin", "again");
-    p.wait_for("start of long2", |f| {
-        f.iter().any(|v| v["type"] == "start" && v["id"] == "long2")
-    })
-    .await;
+    p.wait_started("long2").await;
     p.push_dm("new", "erin", "/new");
     assert!(p.final_text("long2").await.contains("Stopped"));
     assert!(p.final_text("new").await.contains("new conversation"));
@@ -209,19 +197,11 @@ async fn stop_and_new_work_mid_turn() {
 
 #[tokio::test]
 async fn interrupt_mode_finishes_the_old_bubble_and_answers_the_new_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "agent:\n  backend: echo\n  delay_ms: 1000\nsessions:\n  busy_mode: interrupt\nplatforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (_dir, p, gw) =
+        start_lb("agent:\n  backend: echo\n  delay_ms: 1000\nsessions:\n  busy_mode: interrupt\n")
+            .await;
     p.push_dm("i1", "fay", "first question");
-    p.wait_for("start", |f| {
-        f.iter().any(|v| v["type"] == "start" && v["id"] == "i1")
-    })
-    .await;
+    p.wait_started("i1").await;
     p.push_dm("i2", "fay", "second");
     assert!(p.final_text("i1").await.contains("Interrupted"));
     assert_eq!(p.final_text("i2").await, "echo: second");
@@ -304,14 +284,7 @@ async fn policy_blocks_and_pairing_admits_after_approval() {
 
 #[tokio::test]
 async fn commands_are_answered_by_the_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "platforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (_dir, p, gw) = start_lb("").await;
     p.push_dm("h", "gus", "/help");
     assert!(p.final_text("h").await.contains("/new"));
     p.push_dm("w", "gus", "/whoami");
@@ -328,14 +301,7 @@ async fn commands_are_answered_by_the_gateway() {
 
 #[tokio::test]
 async fn duplicates_run_once_and_history_survives_a_restart_capped() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "sessions:\n  history_cap: 4\nplatforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (dir, p, gw) = start_lb("sessions:\n  history_cap: 4\n").await;
     p.push_dm("d1", "hal", "one");
     p.final_text("d1").await;
     p.push_dm("d1", "hal", "one");
@@ -385,14 +351,7 @@ async fn duplicates_run_once_and_history_survives_a_restart_capped() {
 
 #[tokio::test]
 async fn admin_send_goes_through_the_running_gateway_with_its_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = FakePlatform::start().await;
-    let yaml = format!(
-        "platforms:\n{}",
-        platform_yaml("lb", &p.addr.to_string(), "")
-    );
-    let gw = TestGateway::start(dir.path(), &yaml).await;
-    p.wait_connections(1).await;
+    let (dir, p, gw) = start_lb("").await;
     let admin_path = dir.path().join("data/admin.json");
     let info = router::admin::AdminInfo::read(&dir.path().join("data")).expect("admin file");
     #[cfg(unix)]

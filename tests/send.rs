@@ -18,6 +18,23 @@ fn gateway(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Runs `gateway send ARGS -c CFG` off the async runtime (the test also runs the emulator).
+async fn send(dir: &std::path::Path, cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let (dir, cfg) = (dir.to_path_buf(), cfg.to_path_buf());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        gateway(&dir)
+            .arg("send")
+            .args(&args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn send_goes_through_the_running_gateway_and_connects_itself_otherwise() {
     let emu = OpenWs::builder()
@@ -56,25 +73,19 @@ async fn send_goes_through_the_running_gateway_and_connects_itself_otherwise() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 
-    let (d, c) = (dir.path().to_path_buf(), cfg.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        gateway(&d)
-            .args([
-                "send",
-                "--platform",
-                "wecom",
-                "--to",
-                "user:alice",
-                "--text",
-                "build is green",
-                "-c",
-            ])
-            .arg(&c)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send(
+        dir.path(),
+        &cfg,
+        &[
+            "--platform",
+            "wecom",
+            "--to",
+            "user:alice",
+            "--text",
+            "build is green",
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -100,25 +111,19 @@ async fn send_goes_through_the_running_gateway_and_connects_itself_otherwise() {
     assert!(status.success());
 
     // No gateway: send subscribes itself, delivers, and leaves.
-    let (d, c) = (dir.path().to_path_buf(), cfg.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        gateway(&d)
-            .args([
-                "send",
-                "--platform",
-                "wecom",
-                "--to",
-                "alice",
-                "--markdown",
-                "**nightly** done",
-                "-c",
-            ])
-            .arg(&c)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send(
+        dir.path(),
+        &cfg,
+        &[
+            "--platform",
+            "wecom",
+            "--to",
+            "alice",
+            "--markdown",
+            "**nightly** done",
+        ],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -129,25 +134,12 @@ async fn send_goes_through_the_running_gateway_and_connects_itself_otherwise() {
     assert_eq!(emu.subscribes().len(), 2);
 
     // A target the platform cannot reach is a clear failure with exit code 1.
-    let (d, c) = (dir.path().to_path_buf(), cfg.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        gateway(&d)
-            .args([
-                "send",
-                "--platform",
-                "nope",
-                "--to",
-                "alice",
-                "--text",
-                "x",
-                "-c",
-            ])
-            .arg(&c)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send(
+        dir.path(),
+        &cfg,
+        &["--platform", "nope", "--to", "alice", "--text", "x"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("No enabled platform instance named `nope`")

@@ -164,6 +164,14 @@ impl FakePlatform {
         }
     }
 
+    /// Waits until the reply to `id` has started (its "thinking" bubble opened).
+    pub async fn wait_started(&self, id: &str) {
+        self.wait_for(&format!("start of {id}"), |f| {
+            f.iter().any(|v| v["type"] == "start" && v["id"] == id)
+        })
+        .await;
+    }
+
     /// Waits for the ack of `id` and returns its admission.
     pub async fn ack(&self, id: &str) -> String {
         let frames = self
