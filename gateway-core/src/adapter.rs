@@ -92,6 +92,30 @@ pub enum TurnOutcome {
     ShuttingDown,
 }
 
+/// Where an adapter reports, part by part, how far a delivery got (DESIGN.md "Delivery
+/// guarantee"): the router records it durably, so a retry (or the next start after a crash)
+/// resumes at the first part the platform did not confirm and never repeats one it did.
+///
+/// Both methods return only once the record is durable; an adapter calls `planned` once,
+/// before it sends anything, and `confirmed` after each part's success answer, in order.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
+    /// The platform messages the text is split into, in order.
+    async fn planned(&self, parts: &[String]);
+    /// The platform confirmed part `index` (0-based) of the plan.
+    async fn confirmed(&self, index: usize);
+}
+
+/// A [`DeliveryLog`] that records nothing: for deliveries nobody resumes (tests, live chat).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLog;
+
+#[async_trait]
+impl DeliveryLog for NoLog {
+    async fn planned(&self, _parts: &[String]) {}
+    async fn confirmed(&self, _index: usize) {}
+}
+
 /// The reply channel for one inbound message, obtained from [`PlatformAdapter::reply`].
 ///
 /// The router calls `start` once, then `update` with the **cumulative** text at most as often as
@@ -105,6 +129,21 @@ pub trait ReplySink: Send {
     async fn update(&mut self, text: &str) -> Result<(), AdapterError>;
     /// The final text. On error the router records the reply as undelivered.
     async fn finish(self: Box<Self>, text: &str, outcome: TurnOutcome) -> Result<(), AdapterError>;
+
+    /// [`ReplySink::finish`], reporting progress to `log`. The default treats the whole text as
+    /// one part; an adapter that splits a reply into several platform messages overrides it and
+    /// reports each part, so a failure after part *k* is retried from part *k + 1*.
+    async fn finish_logged(
+        self: Box<Self>,
+        text: &str,
+        outcome: TurnOutcome,
+        log: &dyn DeliveryLog,
+    ) -> Result<(), AdapterError> {
+        log.planned(&[text.to_string()]).await;
+        self.finish(text, outcome).await?;
+        log.confirmed(0).await;
+        Ok(())
+    }
 }
 
 /// Information about a chat, as far as the platform tells.
@@ -132,6 +171,21 @@ pub trait PlatformAdapter: Send + Sync {
 
     /// Sends a proactive message.
     async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError>;
+
+    /// [`PlatformAdapter::send`], reporting progress to `log` (see
+    /// [`ReplySink::finish_logged`]). A part the adapter planned must fit in one platform
+    /// message: a retry sends each remaining part on its own with `send`.
+    async fn send_logged(
+        &self,
+        target: &Target,
+        message: &OutboundMessage,
+        log: &dyn DeliveryLog,
+    ) -> Result<(), AdapterError> {
+        log.planned(&[message.body().to_string()]).await;
+        self.send(target, message).await?;
+        log.confirmed(0).await;
+        Ok(())
+    }
 
     /// Sends an image. The default degrades to a text notice.
     async fn send_image(

@@ -19,12 +19,12 @@ pub mod store_conformance;
 pub mod text;
 
 pub use adapter::{
-    AdapterContext, AdapterFactory, Admission, Capabilities, ConfigKey, InboundSink, KeyKind,
-    PlatformAdapter, ReplySink, TurnOutcome,
+    AdapterContext, AdapterFactory, Admission, Capabilities, ConfigKey, DeliveryLog, InboundSink,
+    KeyKind, NoLog, PlatformAdapter, ReplySink, TurnOutcome,
 };
 pub use error::{AdapterError, ConfigError, StoreError};
 pub use model::{
     Attachment, ChatAddress, ChatKind, Content, InboundMessage, MediaKind, OutboundMessage,
     PlatformEvent, Sender, Target,
 };
-pub use store::StateStore;
+pub use store::{DeliveryState, IntakeEntry, StateStore};

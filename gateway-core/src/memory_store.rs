@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
-use crate::store::{HistoryEntry, InboxEntry, OutboxEntry, SessionRecord, StateStore, StoreResult};
+use crate::store::{
+    DeliveryState, HistoryEntry, InboxEntry, IntakeEntry, OutboxEntry, SessionRecord, StateStore,
+    StoreResult,
+};
 
 /// A `StateStore` held entirely in memory; lost when the process exits.
 #[derive(Debug, Default)]
@@ -51,6 +54,7 @@ struct State {
     history: BTreeMap<String, VecDeque<HistoryEntry>>,
     dedup: Dedup,
     inbox: Inbox,
+    intake: Intake,
     outbox: BTreeMap<i64, OutboxEntry>,
     /// Last outbox id handed out; ids are never reused, like SQLite's AUTOINCREMENT.
     outbox_last_id: i64,
@@ -90,6 +94,34 @@ struct Inbox {
     /// (done_at ms, id), for done entries.
     done: BTreeSet<(i64, String)>,
     next_seq: u64,
+}
+
+/// The adapters' intake journal: entries by `(scope, id)`, pending ones by arrival.
+#[derive(Debug, Default)]
+struct Intake {
+    /// (scope, id) -> (entry, insertion seq, done_at ms).
+    entries: BTreeMap<(String, String), (IntakeEntry, u64, Option<i64>)>,
+    /// (scope, received ms, seq) -> id, for entries not yet done.
+    pending: BTreeMap<(String, i64, u64), String>,
+    /// (done ms, scope, id), for done entries.
+    done: BTreeSet<(i64, String, String)>,
+    next_seq: u64,
+}
+
+impl Inbox {
+    /// Marks `id` done at `done_ms`; unknown or already-done ids are a no-op.
+    fn mark_done(&mut self, id: &str, done_ms: i64) {
+        let Some(slot) = self.entries.get_mut(id) else {
+            return;
+        };
+        if slot.done_at.is_some() {
+            return;
+        }
+        slot.done_at = Some(done_ms);
+        let pending_key = (slot.entry.received_at.timestamp_millis(), slot.seq);
+        self.pending.remove(&pending_key);
+        self.done.insert((done_ms, id.to_string()));
+    }
 }
 
 #[derive(Debug)]
@@ -188,6 +220,84 @@ impl StateStore for MemoryStore {
         Ok(true)
     }
 
+    async fn intake_accept(&self, entry: &IntakeEntry) -> StoreResult<bool> {
+        let mut state = self.state()?;
+        let intake = &mut state.intake;
+        let key = (entry.scope.clone(), entry.id.clone());
+        if intake.entries.contains_key(&key) {
+            return Ok(false);
+        }
+        let seq = intake.next_seq;
+        intake.next_seq += 1;
+        let mut entry = entry.clone();
+        entry.received_at = millis(entry.received_at);
+        intake.pending.insert(
+            (
+                entry.scope.clone(),
+                entry.received_at.timestamp_millis(),
+                seq,
+            ),
+            entry.id.clone(),
+        );
+        intake.entries.insert(key, (entry, seq, None));
+        Ok(true)
+    }
+
+    async fn intake_done(&self, scope: &str, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let mut state = self.state()?;
+        let intake = &mut state.intake;
+        let Some((entry, seq, done_at)) = intake
+            .entries
+            .get_mut(&(scope.to_string(), id.to_string()))
+        else {
+            return Ok(());
+        };
+        if done_at.is_some() {
+            return Ok(());
+        }
+        let done_ms = now.timestamp_millis();
+        *done_at = Some(done_ms);
+        let pending_key = (
+            scope.to_string(),
+            entry.received_at.timestamp_millis(),
+            *seq,
+        );
+        intake.pending.remove(&pending_key);
+        intake
+            .done
+            .insert((done_ms, scope.to_string(), id.to_string()));
+        Ok(())
+    }
+
+    async fn intake_pending(&self, scope: &str) -> StoreResult<Vec<IntakeEntry>> {
+        let state = self.state()?;
+        let intake = &state.intake;
+        Ok(intake
+            .pending
+            .range((scope.to_string(), i64::MIN, 0)..)
+            .take_while(|((s, _, _), _)| s == scope)
+            .filter_map(|(_, id)| intake.entries.get(&(scope.to_string(), id.clone())))
+            .map(|(e, _, _)| e.clone())
+            .collect())
+    }
+
+    async fn intake_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let before_ms = before.timestamp_millis();
+        let mut state = self.state()?;
+        let intake = &mut state.intake;
+        let mut removed = 0;
+        while let Some(first) = intake.done.first() {
+            if first.0 >= before_ms {
+                break;
+            }
+            if let Some((_, scope, id)) = intake.done.pop_first() {
+                intake.entries.remove(&(scope, id));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn inbox_put(&self, entry: &InboxEntry) -> StoreResult<bool> {
         let mut state = self.state()?;
         let inbox = &mut state.inbox;
@@ -214,19 +324,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn inbox_done(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        let mut state = self.state()?;
-        let inbox = &mut state.inbox;
-        let Some(slot) = inbox.entries.get_mut(id) else {
-            return Ok(());
-        };
-        if slot.done_at.is_some() {
-            return Ok(());
-        }
-        let done_ms = now.timestamp_millis();
-        slot.done_at = Some(done_ms);
-        let pending_key = (slot.entry.received_at.timestamp_millis(), slot.seq);
-        inbox.pending.remove(&pending_key);
-        inbox.done.insert((done_ms, id.to_string()));
+        self.state()?.inbox.mark_done(id, now.timestamp_millis());
         Ok(())
     }
 
@@ -269,6 +367,20 @@ impl StateStore for MemoryStore {
         Ok(id)
     }
 
+    async fn outbox_get(&self, id: i64) -> StoreResult<Option<OutboxEntry>> {
+        Ok(self.state()?.outbox.get(&id).cloned())
+    }
+
+    async fn outbox_for_inbox(&self, inbox_id: &str) -> StoreResult<Option<OutboxEntry>> {
+        let state = self.state()?;
+        Ok(state
+            .outbox
+            .values()
+            .rev()
+            .find(|e| e.inbox_id.as_deref() == Some(inbox_id))
+            .cloned())
+    }
+
     async fn outbox_pending(&self, instance: Option<&str>) -> StoreResult<Vec<OutboxEntry>> {
         let state = self.state()?;
         Ok(state
@@ -279,16 +391,39 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    async fn outbox_attempt(&self, id: i64, error: &str) -> StoreResult<()> {
+    async fn outbox_progress(
+        &self,
+        id: i64,
+        parts: &[String],
+        parts_done: u32,
+    ) -> StoreResult<()> {
         if let Some(entry) = self.state()?.outbox.get_mut(&id) {
-            entry.attempts = entry.attempts.saturating_add(1);
-            entry.last_error = error.to_string();
+            entry.parts = parts.to_vec();
+            entry.parts_done = parts_done;
         }
         Ok(())
     }
 
-    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
-        self.state()?.outbox.remove(&id);
+    async fn outbox_attempt(&self, id: i64, error: &str, state: DeliveryState) -> StoreResult<()> {
+        if let Some(entry) = self.state()?.outbox.get_mut(&id) {
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.last_error = error.to_string();
+            entry.state = state;
+        }
+        Ok(())
+    }
+
+    async fn outbox_done(
+        &self,
+        id: i64,
+        inbox_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut state = self.state()?;
+        state.outbox.remove(&id);
+        if let Some(inbox_id) = inbox_id {
+            state.inbox.mark_done(inbox_id, now.timestamp_millis());
+        }
         Ok(())
     }
 

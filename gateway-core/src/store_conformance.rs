@@ -13,7 +13,7 @@
 //! Beyond the trait's documentation the suite pins these choices, which every backend shares:
 //! timestamps keep millisecond precision; a dedup record expires exactly `ttl` after its first
 //! sighting, and a duplicate sighting does not extend it; `inbox_done`, `outbox_attempt` and
-//! `outbox_done` on an unknown id are no-ops; `history_append` with `cap == 0` keeps nothing;
+//! `outbox_done` on an unknown id are no-ops (so are `intake_done` and `outbox_progress`); `history_append` with `cap == 0` keeps nothing;
 //! outbox ids start above zero and are never reused; `close` twice is not an error.
 
 use std::any::Any;
@@ -24,7 +24,10 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::model::{ChatAddress, Content, InboundMessage, Sender, Target};
-use crate::store::{HistoryEntry, InboxEntry, OutboxEntry, Role, SessionRecord, StateStore};
+use crate::store::{
+    DeliveryState, HistoryEntry, InboxEntry, IntakeEntry, OutboxEntry, Role, SessionRecord,
+    StateStore,
+};
 
 mod conversation;
 mod journal;
@@ -99,6 +102,13 @@ macro_rules! store_conformance_tests {
             outbox_pending_filters_by_instance,
             outbox_attempt_increments_and_records_error,
             outbox_done_removes,
+            outbox_done_closes_the_inbox_entry_atomically,
+            outbox_progress_records_parts_and_resumes,
+            outbox_for_inbox_finds_the_answer,
+            intake_accept_is_dedup_and_journal_in_one,
+            intake_done_keeps_the_dedup_record,
+            intake_pending_is_per_scope_oldest_first,
+            intake_prune_forgets_only_old_done_entries,
             kv_get_put_overwrite,
             kv_delete_reports_existence,
             kv_list_by_prefix_is_ordered,
@@ -109,6 +119,7 @@ macro_rules! store_conformance_tests {
         $crate::__store_conformance_checks!(@multi $make;
             concurrent_inbox_puts_succeed_exactly_once,
             concurrent_duplicates_admit_one,
+            concurrent_intake_accepts_journal_exactly_once,
             concurrent_history_appends_respect_cap,
         );
     };
@@ -203,9 +214,23 @@ pub fn outbox_entry(instance: &str, text: &str) -> OutboxEntry {
         instance: instance.to_string(),
         target: Target::Group("wrChat".into()),
         text: text.to_string(),
+        parts: Vec::new(),
+        parts_done: 0,
+        inbox_id: None,
+        state: DeliveryState::Failed,
         last_error: "timed out".to_string(),
         attempts: 1,
         created_at: at(7),
+    }
+}
+
+/// An intake journal entry `id` in `scope`, received at `ms`.
+pub fn intake_entry(scope: &str, id: &str, ms: i64) -> IntakeEntry {
+    IntakeEntry {
+        scope: scope.to_string(),
+        id: id.to_string(),
+        payload: format!("<xml>{id}</xml>"),
+        received_at: at(ms),
     }
 }
 

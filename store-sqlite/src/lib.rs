@@ -27,7 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gateway_core::store::{
-    HistoryEntry, InboxEntry, OutboxEntry, SessionRecord, StateStore, StoreResult,
+    DeliveryState, HistoryEntry, InboxEntry, IntakeEntry, OutboxEntry, SessionRecord, StateStore,
+    StoreResult,
 };
 use gateway_core::StoreError;
 use rusqlite::Connection;
@@ -261,6 +262,36 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn intake_accept(&self, entry: &IntakeEntry) -> StoreResult<bool> {
+        let entry = entry.clone();
+        let received_ms = entry.received_at.timestamp_millis();
+        self.call(Access::Write, move |c| {
+            ops::intake_accept(c, &entry.scope, &entry.id, &entry.payload, received_ms)
+        })
+        .await
+    }
+
+    async fn intake_done(&self, scope: &str, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (scope, id) = (scope.to_string(), id.to_string());
+        let now_ms = now.timestamp_millis();
+        self.call(Access::Write, move |c| {
+            ops::intake_done(c, &scope, &id, now_ms)
+        })
+        .await
+    }
+
+    async fn intake_pending(&self, scope: &str) -> StoreResult<Vec<IntakeEntry>> {
+        let scope = scope.to_string();
+        self.call(Access::Read, move |c| ops::intake_pending(c, &scope))
+            .await
+    }
+
+    async fn intake_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let before_ms = before.timestamp_millis();
+        self.call(Access::Write, move |c| ops::intake_prune(c, before_ms))
+            .await
+    }
+
     async fn inbox_put(&self, entry: &InboxEntry) -> StoreResult<bool> {
         let id = entry.id.clone();
         let message = encode("inbox message", &entry.message)?;
@@ -296,8 +327,23 @@ impl StateStore for SqliteStore {
             last_error: entry.last_error.clone(),
             attempts: entry.attempts,
             created_ms: entry.created_at.timestamp_millis(),
+            parts_json: encode("outbox parts", &entry.parts)?,
+            parts_done: entry.parts_done,
+            inbox_id: entry.inbox_id.clone(),
+            state: entry.state,
         };
         self.call(Access::Write, move |c| ops::outbox_put(c, &new))
+            .await
+    }
+
+    async fn outbox_get(&self, id: i64) -> StoreResult<Option<OutboxEntry>> {
+        self.call(Access::Read, move |c| ops::outbox_get(c, id))
+            .await
+    }
+
+    async fn outbox_for_inbox(&self, inbox_id: &str) -> StoreResult<Option<OutboxEntry>> {
+        let inbox_id = inbox_id.to_string();
+        self.call(Access::Read, move |c| ops::outbox_for_inbox(c, &inbox_id))
             .await
     }
 
@@ -309,15 +355,39 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn outbox_attempt(&self, id: i64, error: &str) -> StoreResult<()> {
-        let error = error.to_string();
-        self.call(Access::Write, move |c| ops::outbox_attempt(c, id, &error))
-            .await
+    async fn outbox_progress(
+        &self,
+        id: i64,
+        parts: &[String],
+        parts_done: u32,
+    ) -> StoreResult<()> {
+        let parts_json = encode("outbox parts", parts)?;
+        self.call(Access::Write, move |c| {
+            ops::outbox_progress(c, id, &parts_json, parts_done)
+        })
+        .await
     }
 
-    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
-        self.call(Access::Write, move |c| ops::outbox_done(c, id))
-            .await
+    async fn outbox_attempt(&self, id: i64, error: &str, state: DeliveryState) -> StoreResult<()> {
+        let error = error.to_string();
+        self.call(Access::Write, move |c| {
+            ops::outbox_attempt(c, id, &error, state)
+        })
+        .await
+    }
+
+    async fn outbox_done(
+        &self,
+        id: i64,
+        inbox_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let inbox_id = inbox_id.map(str::to_string);
+        let now_ms = now.timestamp_millis();
+        self.call(Access::Write, move |c| {
+            ops::outbox_done(c, id, inbox_id.as_deref(), now_ms)
+        })
+        .await
     }
 
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<String>> {

@@ -8,7 +8,8 @@
 use chrono::{DateTime, Utc};
 use gateway_core::model::{ChatAddress, ChatKind, Sender, Target};
 use gateway_core::store::{
-    HistoryEntry, InboxEntry, OutboxEntry, Role, SessionRecord, StoreResult,
+    DeliveryState, HistoryEntry, InboxEntry, IntakeEntry, OutboxEntry, Role, SessionRecord,
+    StoreResult,
 };
 use gateway_core::StoreError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -51,15 +52,30 @@ const INBOX_PENDING: &str = "SELECT id, message, received_at FROM inbox WHERE do
     ORDER BY received_at, rowid";
 const INBOX_PRUNE: &str = "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < ?1";
 
+const INTAKE_ACCEPT: &str = "INSERT INTO intake (scope, id, payload, received_at) \
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (scope, id) DO NOTHING";
+const INTAKE_DONE: &str =
+    "UPDATE intake SET done_at = ?3 WHERE scope = ?1 AND id = ?2 AND done_at IS NULL";
+const INTAKE_PENDING: &str = "SELECT id, payload, received_at FROM intake \
+    WHERE scope = ?1 AND done_at IS NULL ORDER BY received_at, rowid";
+const INTAKE_PRUNE: &str = "DELETE FROM intake WHERE done_at IS NOT NULL AND done_at < ?1";
+
 const OUTBOX_PUT: &str = "INSERT INTO outbox (instance, target, text, last_error, attempts, \
-    created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const OUTBOX_ALL: &str = "SELECT id, instance, target, text, last_error, attempts, created_at \
-    FROM outbox ORDER BY id";
+    created_at, parts, parts_done, inbox_id, state) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const OUTBOX_ALL: &str = "SELECT id, instance, target, text, last_error, attempts, \
+    created_at, parts, parts_done, inbox_id, state FROM outbox ORDER BY id";
 const OUTBOX_BY_INSTANCE: &str = "SELECT id, instance, target, text, last_error, attempts, \
-    created_at FROM outbox WHERE instance = ?1 ORDER BY id";
+    created_at, parts, parts_done, inbox_id, state FROM outbox WHERE instance = ?1 ORDER BY id";
+const OUTBOX_GET: &str = "SELECT id, instance, target, text, last_error, attempts, \
+    created_at, parts, parts_done, inbox_id, state FROM outbox WHERE id = ?1";
+const OUTBOX_FOR_INBOX: &str = "SELECT id, instance, target, text, last_error, attempts, \
+    created_at, parts, parts_done, inbox_id, state FROM outbox \
+    WHERE inbox_id = ?1 ORDER BY id DESC LIMIT 1";
+const OUTBOX_PROGRESS: &str = "UPDATE outbox SET parts = ?2, parts_done = ?3 WHERE id = ?1";
 // Saturates at u32::MAX, like the in-memory store, rather than store an unreadable count.
 const OUTBOX_ATTEMPT: &str = "UPDATE outbox \
-    SET attempts = MIN(attempts + 1, 4294967295), last_error = ?2 WHERE id = ?1";
+    SET attempts = MIN(attempts + 1, 4294967295), last_error = ?2, state = ?3 WHERE id = ?1";
 const OUTBOX_DONE: &str = "DELETE FROM outbox WHERE id = ?1";
 
 const KV_GET: &str = "SELECT value FROM kv WHERE ns = ?1 AND key = ?2";
@@ -350,9 +366,67 @@ pub(crate) fn inbox_prune(conn: &Connection, before_ms: i64) -> StoreResult<u64>
     Ok(n as u64)
 }
 
+// ---- intake journal -------------------------------------------------------------------------
+
+/// Dedup and journal in one statement: the row is the dedup record.
+pub(crate) fn intake_accept(
+    conn: &Connection,
+    scope: &str,
+    id: &str,
+    payload: &str,
+    received_ms: i64,
+) -> StoreResult<bool> {
+    let inserted = conn
+        .prepare_cached(INTAKE_ACCEPT)
+        .and_then(|mut s| s.execute(params![scope, id, payload, received_ms]))
+        .map_err(sql_err)?;
+    Ok(inserted == 1)
+}
+
+pub(crate) fn intake_done(conn: &Connection, scope: &str, id: &str, now_ms: i64) -> StoreResult<()> {
+    conn.prepare_cached(INTAKE_DONE)
+        .and_then(|mut s| s.execute(params![scope, id, now_ms]))
+        .map_err(sql_err)?;
+    Ok(())
+}
+
+pub(crate) fn intake_pending(conn: &Connection, scope: &str) -> StoreResult<Vec<IntakeEntry>> {
+    let rows = conn
+        .prepare_cached(INTAKE_PENDING)
+        .and_then(|mut s| {
+            s.query_map([scope], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sql_err)?;
+    rows.into_iter()
+        .map(|(id, payload, received_at)| {
+            Ok(IntakeEntry {
+                scope: scope.to_string(),
+                id,
+                payload,
+                received_at: time(received_at)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn intake_prune(conn: &Connection, before_ms: i64) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(INTAKE_PRUNE)
+        .and_then(|mut s| s.execute([before_ms]))
+        .map_err(sql_err)?;
+    Ok(n as u64)
+}
+
 // ---- outbox ---------------------------------------------------------------------------------
 
-/// An outbox entry with its target already encoded.
+/// An outbox entry with its target and parts already encoded.
 pub(crate) struct NewOutbox {
     pub(crate) instance: String,
     pub(crate) target_json: String,
@@ -360,6 +434,10 @@ pub(crate) struct NewOutbox {
     pub(crate) last_error: String,
     pub(crate) attempts: u32,
     pub(crate) created_ms: i64,
+    pub(crate) parts_json: String,
+    pub(crate) parts_done: u32,
+    pub(crate) inbox_id: Option<String>,
+    pub(crate) state: DeliveryState,
 }
 
 pub(crate) fn outbox_put(conn: &Connection, e: &NewOutbox) -> StoreResult<i64> {
@@ -371,73 +449,142 @@ pub(crate) fn outbox_put(conn: &Connection, e: &NewOutbox) -> StoreResult<i64> {
                 e.text,
                 e.last_error,
                 i64::from(e.attempts),
-                e.created_ms
+                e.created_ms,
+                e.parts_json,
+                i64::from(e.parts_done),
+                e.inbox_id,
+                e.state.as_str(),
             ])
         })
         .map_err(sql_err)?;
     Ok(conn.last_insert_rowid())
 }
 
-fn outbox_row(row: &Row<'_>) -> rusqlite::Result<(i64, String, String, String, String, i64, i64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-    ))
+/// The raw columns of one outbox row, in the order the `OUTBOX_*` selects name them.
+struct OutboxRow {
+    id: i64,
+    instance: String,
+    target: String,
+    text: String,
+    last_error: String,
+    attempts: i64,
+    created_at: i64,
+    parts: String,
+    parts_done: i64,
+    inbox_id: Option<String>,
+    state: String,
+}
+
+fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: row.get(0)?,
+        instance: row.get(1)?,
+        target: row.get(2)?,
+        text: row.get(3)?,
+        last_error: row.get(4)?,
+        attempts: row.get(5)?,
+        created_at: row.get(6)?,
+        parts: row.get(7)?,
+        parts_done: row.get(8)?,
+        inbox_id: row.get(9)?,
+        state: row.get(10)?,
+    })
+}
+
+fn outbox_decode(r: OutboxRow) -> StoreResult<OutboxEntry> {
+    let id = r.id;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("outbox entry {id} has {what}"));
+    let target: Target = serde_json::from_str(&r.target).map_err(|_| corrupt("a bad target"))?;
+    let parts: Vec<String> =
+        serde_json::from_str(&r.parts).map_err(|_| corrupt("unreadable parts"))?;
+    let attempts = u32::try_from(r.attempts).map_err(|_| corrupt("a bad attempt count"))?;
+    let parts_done = u32::try_from(r.parts_done).map_err(|_| corrupt("a bad part count"))?;
+    let state = DeliveryState::parse(&r.state).ok_or_else(|| corrupt("an unknown state"))?;
+    Ok(OutboxEntry {
+        id,
+        instance: r.instance,
+        target,
+        text: r.text,
+        parts,
+        parts_done,
+        inbox_id: r.inbox_id,
+        state,
+        last_error: r.last_error,
+        attempts,
+        created_at: time(r.created_at)?,
+    })
+}
+
+fn outbox_query(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> StoreResult<Vec<OutboxEntry>> {
+    let rows = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_map(args, outbox_row)?.collect::<Result<Vec<_>, _>>())
+        .map_err(sql_err)?;
+    rows.into_iter().map(outbox_decode).collect()
 }
 
 pub(crate) fn outbox_pending(
     conn: &Connection,
     instance: Option<&str>,
 ) -> StoreResult<Vec<OutboxEntry>> {
-    let rows = match instance {
-        Some(instance) => conn.prepare_cached(OUTBOX_BY_INSTANCE).and_then(|mut s| {
-            s.query_map([instance], outbox_row)?
-                .collect::<Result<Vec<_>, _>>()
-        }),
-        None => conn
-            .prepare_cached(OUTBOX_ALL)
-            .and_then(|mut s| s.query_map([], outbox_row)?.collect::<Result<Vec<_>, _>>()),
+    match instance {
+        Some(instance) => outbox_query(conn, OUTBOX_BY_INSTANCE, [instance]),
+        None => outbox_query(conn, OUTBOX_ALL, []),
     }
-    .map_err(sql_err)?;
-    rows.into_iter()
-        .map(
-            |(id, instance, target, text, last_error, attempts, created_at)| {
-                let target: Target = serde_json::from_str(&target).map_err(|e| {
-                    StoreError::Corrupt(format!("outbox entry {id} has a bad target: {e}"))
-                })?;
-                let attempts = u32::try_from(attempts).map_err(|_| {
-                    StoreError::Corrupt(format!("outbox entry {id} has {attempts} attempts"))
-                })?;
-                Ok(OutboxEntry {
-                    id,
-                    instance,
-                    target,
-                    text,
-                    last_error,
-                    attempts,
-                    created_at: time(created_at)?,
-                })
-            },
-        )
-        .collect()
 }
 
-pub(crate) fn outbox_attempt(conn: &Connection, id: i64, error: &str) -> StoreResult<()> {
-    conn.prepare_cached(OUTBOX_ATTEMPT)
-        .and_then(|mut s| s.execute(params![id, error]))
+pub(crate) fn outbox_get(conn: &Connection, id: i64) -> StoreResult<Option<OutboxEntry>> {
+    Ok(outbox_query(conn, OUTBOX_GET, [id])?.pop())
+}
+
+pub(crate) fn outbox_for_inbox(
+    conn: &Connection,
+    inbox_id: &str,
+) -> StoreResult<Option<OutboxEntry>> {
+    Ok(outbox_query(conn, OUTBOX_FOR_INBOX, [inbox_id])?.pop())
+}
+
+pub(crate) fn outbox_progress(
+    conn: &Connection,
+    id: i64,
+    parts_json: &str,
+    parts_done: u32,
+) -> StoreResult<()> {
+    conn.prepare_cached(OUTBOX_PROGRESS)
+        .and_then(|mut s| s.execute(params![id, parts_json, i64::from(parts_done)]))
         .map_err(sql_err)?;
     Ok(())
 }
 
-pub(crate) fn outbox_done(conn: &Connection, id: i64) -> StoreResult<()> {
+pub(crate) fn outbox_attempt(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    state: DeliveryState,
+) -> StoreResult<()> {
+    conn.prepare_cached(OUTBOX_ATTEMPT)
+        .and_then(|mut s| s.execute(params![id, error, state.as_str()]))
+        .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Deletes the entry and closes its inbox entry in the same transaction (the caller's).
+pub(crate) fn outbox_done(
+    conn: &Connection,
+    id: i64,
+    inbox_id: Option<&str>,
+    now_ms: i64,
+) -> StoreResult<()> {
     conn.prepare_cached(OUTBOX_DONE)
         .and_then(|mut s| s.execute([id]))
         .map_err(sql_err)?;
+    if let Some(inbox_id) = inbox_id {
+        inbox_done(conn, inbox_id, now_ms)?;
+    }
     Ok(())
 }
 
@@ -529,8 +676,15 @@ mod tests {
             INBOX_PUT,
             INBOX_DONE,
             INBOX_PRUNE,
+            INTAKE_ACCEPT,
+            INTAKE_DONE,
+            INTAKE_PENDING,
+            INTAKE_PRUNE,
             OUTBOX_PUT,
             OUTBOX_BY_INSTANCE,
+            OUTBOX_GET,
+            OUTBOX_FOR_INBOX,
+            OUTBOX_PROGRESS,
             OUTBOX_ATTEMPT,
             OUTBOX_DONE,
             KV_GET,

@@ -75,6 +75,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (ns, key)
     ) WITHOUT ROWID;
     ",
+    // 2: the adapters' intake journal (dedup and journal in one row: an id is seen only if its
+    // entry exists), and resumable outbox deliveries (planned parts, progress, state, the inbox
+    // entry they answer). Old outbox rows were failed deliveries of the whole text.
+    "
+    CREATE TABLE intake (
+        scope       TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        done_at     INTEGER,
+        UNIQUE (scope, id)
+    );
+    CREATE INDEX intake_pending ON intake (scope, received_at) WHERE done_at IS NULL;
+    CREATE INDEX intake_done ON intake (done_at) WHERE done_at IS NOT NULL;
+
+    ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE outbox ADD COLUMN parts_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN inbox_id TEXT;
+    ALTER TABLE outbox ADD COLUMN state TEXT NOT NULL DEFAULT 'failed';
+    CREATE INDEX outbox_by_inbox ON outbox (inbox_id, id) WHERE inbox_id IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,9 @@ use chrono::TimeZone;
 use super::*;
 use crate::clock::TokioClock;
 use crate::memory_store::MemoryStore;
-use crate::store::{HistoryEntry, InboxEntry, OutboxEntry, SessionRecord, StoreResult};
+use crate::store::{
+    DeliveryState, HistoryEntry, InboxEntry, IntakeEntry, OutboxEntry, SessionRecord, StoreResult,
+};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -279,6 +281,18 @@ impl StateStore for YieldingStore {
     ) -> StoreResult<bool> {
         self.inner.dedup_check(scope, id, now, ttl).await
     }
+    async fn intake_accept(&self, entry: &IntakeEntry) -> StoreResult<bool> {
+        self.inner.intake_accept(entry).await
+    }
+    async fn intake_done(&self, scope: &str, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.intake_done(scope, id, now).await
+    }
+    async fn intake_pending(&self, scope: &str) -> StoreResult<Vec<IntakeEntry>> {
+        self.inner.intake_pending(scope).await
+    }
+    async fn intake_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.intake_prune(before).await
+    }
     async fn inbox_put(&self, entry: &InboxEntry) -> StoreResult<bool> {
         self.inner.inbox_put(entry).await
     }
@@ -297,11 +311,20 @@ impl StateStore for YieldingStore {
     async fn outbox_pending(&self, instance: Option<&str>) -> StoreResult<Vec<OutboxEntry>> {
         self.inner.outbox_pending(instance).await
     }
-    async fn outbox_attempt(&self, id: i64, error: &str) -> StoreResult<()> {
-        self.inner.outbox_attempt(id, error).await
+    async fn outbox_get(&self, id: i64) -> StoreResult<Option<OutboxEntry>> {
+        self.inner.outbox_get(id).await
     }
-    async fn outbox_done(&self, id: i64) -> StoreResult<()> {
-        self.inner.outbox_done(id).await
+    async fn outbox_for_inbox(&self, inbox_id: &str) -> StoreResult<Option<OutboxEntry>> {
+        self.inner.outbox_for_inbox(inbox_id).await
+    }
+    async fn outbox_progress(&self, id: i64, parts: &[String], done: u32) -> StoreResult<()> {
+        self.inner.outbox_progress(id, parts, done).await
+    }
+    async fn outbox_attempt(&self, id: i64, error: &str, st: DeliveryState) -> StoreResult<()> {
+        self.inner.outbox_attempt(id, error, st).await
+    }
+    async fn outbox_done(&self, id: i64, inbox: Option<&str>, now: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.outbox_done(id, inbox, now).await
     }
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<String>> {
         self.step().await;

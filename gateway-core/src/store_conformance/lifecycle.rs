@@ -77,8 +77,18 @@ pub async fn close_then_every_call_fails_closed(store: Arc<dyn StateStore>) {
     closed("inbox_prune", s.inbox_prune(at(0)).await);
     closed("outbox_put", s.outbox_put(&outbox_entry("a", "x")).await);
     closed("outbox_pending", s.outbox_pending(None).await);
-    closed("outbox_attempt", s.outbox_attempt(1, "e").await);
-    closed("outbox_done", s.outbox_done(1).await);
+    closed("outbox_get", s.outbox_get(1).await);
+    closed("outbox_for_inbox", s.outbox_for_inbox("wecom:m").await);
+    closed("outbox_progress", s.outbox_progress(1, &[], 0).await);
+    closed(
+        "outbox_attempt",
+        s.outbox_attempt(1, "e", DeliveryState::Failed).await,
+    );
+    closed("outbox_done", s.outbox_done(1, None, at(0)).await);
+    closed("intake_accept", s.intake_accept(&intake_entry("s", "m", 0)).await);
+    closed("intake_done", s.intake_done("s", "m", at(0)).await);
+    closed("intake_pending", s.intake_pending("s").await);
+    closed("intake_prune", s.intake_prune(at(0)).await);
     closed("kv_get", s.kv_get("ns", "k").await);
     closed("kv_put", s.kv_put("ns", "k", "v").await);
     closed("kv_delete", s.kv_delete("ns", "k").await);
@@ -139,6 +149,31 @@ pub async fn concurrent_duplicates_admit_one(store: Arc<dyn StateStore>) {
     }
     assert_eq!((inbox_wins, dedup_wins), (1, 1));
     assert_eq!(store.inbox_pending().await.unwrap().len(), 1);
+}
+
+/// Many concurrent accepts of one platform id (WeCom retrying while the first request is still
+/// being journaled): exactly one is new, and exactly one entry is journaled.
+pub async fn concurrent_intake_accepts_journal_exactly_once(store: Arc<dyn StateStore>) {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let same = store.intake_accept(&intake_entry("s", "same", i)).await.unwrap();
+            let own = store
+                .intake_accept(&intake_entry("s", &format!("own{i}"), i))
+                .await
+                .unwrap();
+            (same, own)
+        }));
+    }
+    let (mut same_wins, mut own_wins) = (0, 0);
+    for task in tasks {
+        let (same, own) = task.await.expect("task panicked");
+        same_wins += usize::from(same);
+        own_wins += usize::from(own);
+    }
+    assert_eq!((same_wins, own_wins), (1, 50));
+    assert_eq!(store.intake_pending("s").await.unwrap().len(), 51);
 }
 
 /// Concurrent appends to one session lose nothing and still respect the cap.
