@@ -62,7 +62,7 @@ pub struct InstanceHealth {
     pub last_error_at: Option<DateTime<Utc>>,
     /// Reconnects since start.
     pub reconnects: u64,
-    /// Replies that could not be delivered and sit in the outbox.
+    /// Deliveries that sit in the outbox now (failed or unconfirmed, waiting for a retry).
     pub undelivered: u64,
 }
 
@@ -122,9 +122,10 @@ impl HealthReporter {
         });
     }
 
-    /// Counts one undelivered reply.
-    pub fn undelivered(&self) {
-        self.with(|h| h.undelivered += 1);
+    /// Sets how many deliveries of this instance sit in the outbox now (a gauge: it goes down
+    /// again when they are delivered or dropped).
+    pub fn set_undelivered(&self, count: u64) {
+        self.with(|h| h.undelivered = count);
     }
 
     /// The current record.

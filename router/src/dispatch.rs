@@ -41,20 +41,34 @@ impl Dispatcher {
         )
     }
 
-    /// Schedules an already-journaled message (used when resuming the inbox after a restart).
+    /// Schedules a journaled message.
     pub fn schedule(&self, msg: InboundMessage) -> SubmitOutcome {
-        let key = self.key_of(&msg);
-        self.after_submit(
-            &msg,
-            self.engine.submit(TurnJob {
-                key,
-                message: msg.clone(),
-            }),
-        )
+        self.schedule_as(msg, false)
     }
 
-    fn after_submit(&self, msg: &InboundMessage, outcome: SubmitOutcome) -> SubmitOutcome {
+    /// Schedules a message resumed from the inbox after a restart. Its "queued" notice, if it
+    /// had one, was sent before the restart, so none is sent again.
+    pub fn resume(&self, msg: InboundMessage) -> SubmitOutcome {
+        self.schedule_as(msg, true)
+    }
+
+    fn schedule_as(&self, msg: InboundMessage, resumed: bool) -> SubmitOutcome {
+        let key = self.key_of(&msg);
+        let outcome = self.engine.submit(TurnJob {
+            key,
+            message: msg.clone(),
+        });
+        self.after_submit(&msg, outcome, resumed)
+    }
+
+    fn after_submit(
+        &self,
+        msg: &InboundMessage,
+        outcome: SubmitOutcome,
+        resumed: bool,
+    ) -> SubmitOutcome {
         match outcome {
+            SubmitOutcome::Queued { .. } if resumed => {}
             SubmitOutcome::Queued { position } => self.shared.notify(
                 msg,
                 format!("⏳ Queued (position {position}): I will answer after the current reply."),

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod delivery;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;

@@ -14,7 +14,8 @@ use gateway_core::health::{HealthReporter, InstanceState};
 use gateway_core::pairing::PairingEngine;
 use gateway_core::policy::AccessPolicy;
 use gateway_core::session::SessionEngine;
-use gateway_core::{AdapterError, InboundMessage, OutboundMessage, StateStore};
+use gateway_core::store::DeliveryState;
+use gateway_core::{AdapterError, InboundMessage, StateStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -84,6 +85,8 @@ impl Gateway {
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             pairing_notified: Mutex::new(HashMap::new()),
+            in_flight: Default::default(),
+            outbox_kick: tokio::sync::Notify::new(),
         });
         let engine = SessionEngine::new(
             config.sessions.clone(),
@@ -148,9 +151,19 @@ impl Gateway {
         // Unfinished messages from before a crash or restart, read before any adapter can add
         // new ones so nothing is scheduled twice.
         let mut resume: HashMap<String, Vec<InboundMessage>> = HashMap::new();
+        // Entries whose answer is already in the outbox are not run again: the outbox loop
+        // finishes their delivery from the first unconfirmed part.
+        let started = shared.clock.now();
         match shared.store.inbox_pending().await {
             Ok(entries) => {
                 for e in entries {
+                    match shared.store.outbox_for_inbox(&e.id).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => {}
+                        Err(err) => {
+                            warn!(error = %err, "Could not read the outbox; resuming the message.")
+                        }
+                    }
                     resume
                         .entry(e.message.instance.clone())
                         .or_default()
@@ -220,6 +233,7 @@ impl Gateway {
         let outbox = tokio::spawn(outbox_loop(
             shared.clone(),
             Duration::from_secs(config.gateway.outbox_retry_secs.max(1)),
+            started,
             adapters_stop.clone(),
         ));
 
@@ -316,18 +330,34 @@ async fn supervise(
     if !pending.is_empty() {
         info!(instance = %name, count = pending.len(), "Resuming unfinished messages.");
         for msg in pending {
-            dispatcher.schedule(msg);
+            dispatcher.resume(msg);
         }
     }
 }
 
-/// Retries undelivered replies periodically through `send`.
-async fn outbox_loop(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
-    /// After this many attempts an entry stays for the operator but is no longer retried.
-    const MAX_ATTEMPTS: u32 = 20;
+/// After this many attempts an entry stays for the operator but is no longer retried on its own
+/// (`gateway outbox retry` still retries it).
+pub const OUTBOX_MAX_ATTEMPTS: u32 = 20;
+
+/// Retries recorded deliveries: at start (to finish what a crash interrupted, as soon as the
+/// instance is up), then every `every`, and at once when kicked (`gateway outbox retry`).
+///
+/// An entry in state `sending` belongs to a live delivery, unless it was written before this
+/// process `started`: then a crash interrupted it and the loop finishes it.
+async fn outbox_loop(
+    shared: Arc<Shared>,
+    every: Duration,
+    started: chrono::DateTime<chrono::Utc>,
+    stop: CancellationToken,
+) {
+    // The first passes come quickly, so resumed deliveries do not wait a whole period for
+    // instances that take a moment to connect.
+    let mut wait = Duration::from_millis(200);
+    let mut kicked = false;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
+            () = shared.outbox_kick.notified() => kicked = true,
             () = stop.cancelled() => return,
         }
         let entries = match shared.store.outbox_pending(None).await {
@@ -337,30 +367,38 @@ async fn outbox_loop(shared: Arc<Shared>, every: Duration, stop: CancellationTok
                 continue;
             }
         };
-        for entry in entries.into_iter().filter(|e| e.attempts < MAX_ATTEMPTS) {
+        let mut waiting = false;
+        for entry in entries {
+            if shared.in_flight.contains(entry.id)
+                || (entry.state == DeliveryState::Sending && entry.created_at >= started)
+                || (!kicked && entry.attempts >= OUTBOX_MAX_ATTEMPTS)
+            {
+                continue;
+            }
             let Some(inst) = shared.instance(&entry.instance) else {
                 continue;
             };
             if !inst.health.snapshot().state.is_up() {
+                waiting = true;
                 continue;
             }
-            match inst
-                .adapter
-                .send(&entry.target, &OutboundMessage::markdown(&entry.text))
-                .await
-            {
-                Ok(()) => {
-                    info!(instance = %inst.name, "Delivered a reply from the outbox.");
-                    shared
-                        .metrics
-                        .inc("gateway_messages_out_total", &[("instance", &inst.name)]);
-                    let _ = shared.store.outbox_done(entry.id).await;
-                }
-                Err(e) => {
-                    let _ = shared.store.outbox_attempt(entry.id, &e.to_string()).await;
-                }
+            if crate::delivery::retry(&shared, inst, &entry).await.is_ok() {
+                shared
+                    .metrics
+                    .inc("gateway_messages_out_total", &[("instance", &inst.name)]);
+            }
+            if stop.is_cancelled() {
+                return;
             }
         }
+        crate::delivery::refresh_undelivered(&shared).await;
+        kicked = false;
+        // Keep polling quickly while an instance with work is still starting.
+        wait = if waiting && wait < every {
+            (wait * 2).min(every)
+        } else {
+            every
+        };
     }
 }
 
@@ -377,6 +415,12 @@ async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "Pruned finished inbox entries."),
             Err(e) => warn!(error = %e, "Could not prune the inbox."),
+        }
+        // The adapters' intake journal is their dedup record: kept as long as the inbox.
+        match shared.store.intake_prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "Pruned finished intake entries."),
+            Err(e) => warn!(error = %e, "Could not prune the intake journal."),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -14,6 +14,7 @@ use gateway_core::session::SessionConfig;
 use gateway_core::{InboundMessage, OutboundMessage, PlatformAdapter, StateStore};
 use tokio_util::task::TaskTracker;
 
+use crate::delivery::OutboxLog;
 use crate::metrics::Metrics;
 
 /// A running platform instance as the router sees it.
@@ -63,6 +64,10 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Users recently told that pairing is unavailable, so they are told once per window.
     pub pairing_notified: Mutex<HashMap<(String, String), tokio::time::Instant>>,
+    /// Outbox entries a live delivery is working on.
+    pub in_flight: crate::delivery::InFlight,
+    /// Wakes the outbox retry loop (an operator's `gateway outbox retry`).
+    pub outbox_kick: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Shared {
@@ -85,28 +90,46 @@ impl Shared {
     }
 
     /// Sends a short notice as a reply to `inbound`, in the background, so the caller (an
-    /// adapter's read loop) never waits on the platform. Failures are logged and counted.
+    /// adapter's read loop) never waits on the platform. The notice goes through the outbox
+    /// like a reply: if neither the reply channel nor a proactive send takes it, it is kept
+    /// and retried.
     pub fn notify(self: &Arc<Self>, inbound: &InboundMessage, text: String) {
         let this = self.clone();
         let inbound = inbound.clone();
         self.tasks.spawn(async move {
             let Some(inst) = this.instance(&inbound.instance) else { return };
+            let target = gateway_core::Target::from_chat(&inbound.chat);
+            let log = OutboxLog::new(this.clone(), &inst.name, target.clone(), &text, None);
             let result = match inst.adapter.reply(&inbound).await {
-                Ok(sink) => sink.finish(&text, gateway_core::TurnOutcome::Completed).await,
+                Ok(sink) => {
+                    sink.finish_logged(&text, gateway_core::TurnOutcome::Completed, &log)
+                        .await
+                }
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(()) => this.metrics.inc("gateway_messages_out_total", &[("instance", &inst.name)]),
+            let result = match result {
+                Ok(()) => Ok(()),
+                Err(e) if log.started() => Err(e),
+                // A notice that cannot be replied in place goes out proactively.
                 Err(e) => {
-                    // A notice that cannot be replied in place goes out proactively.
-                    let target = gateway_core::Target::from_chat(&inbound.chat);
-                    if let Err(e2) = inst.adapter.send(&target, &OutboundMessage::text(&text)).await {
-                        this.metrics.inc(
-                            "gateway_errors_total",
-                            &[("instance", &inst.name), ("kind", e2.kind())],
-                        );
-                        tracing::warn!(instance = %inst.name, error = %e, fallback_error = %e2, "Could not deliver a gateway notice.");
-                    }
+                    tracing::debug!(instance = %inst.name, error = %e, "Notice not accepted as a reply; sending it proactively.");
+                    inst.adapter
+                        .send_logged(&target, &OutboundMessage::text(&text), &log)
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    log.delivered().await;
+                    this.metrics.inc("gateway_messages_out_total", &[("instance", &inst.name)]);
+                }
+                Err(e) => {
+                    this.metrics.inc(
+                        "gateway_errors_total",
+                        &[("instance", &inst.name), ("kind", e.kind())],
+                    );
+                    tracing::warn!(instance = %inst.name, error = %e, "Could not deliver a gateway notice; kept in the outbox for retry.");
+                    log.failed(&e).await;
                 }
             }
         });

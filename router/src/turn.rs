@@ -1,7 +1,8 @@
 //! The turn runner (DESIGN.md "The flow of one message", steps 3–5): loads or resets the session,
 //! runs the agent, streams its text into the adapter's reply sink at the rate the adapter allows,
 //! finishes the reply on every path (success, agent error, `/stop`, interrupt, shutdown), records
-//! undelivered replies in the outbox, appends history and closes the inbox entry.
+//! every delivery in the outbox part by part (its completion closes the inbox entry), and
+//! appends history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use agent_bridge::{AgentError, AgentEvent, AgentTurn};
 use async_trait::async_trait;
 use futures::StreamExt;
 use gateway_core::session::{new_session_id, CancelReason, TurnCancel, TurnHandler, TurnJob};
-use gateway_core::store::{HistoryEntry, InboxEntry, OutboxEntry, Role, SessionRecord};
-use gateway_core::{AdapterError, InboundMessage, OutboundMessage, ReplySink, Target, TurnOutcome};
+use gateway_core::store::{HistoryEntry, InboxEntry, Role, SessionRecord};
+use gateway_core::{InboundMessage, OutboundMessage, ReplySink, Target, TurnOutcome};
 use tracing::{debug, info, warn};
 
+use crate::delivery::OutboxLog;
 use crate::shared::{Instance, Shared};
 
 /// Runs turns for the session engine.
@@ -182,8 +184,9 @@ impl TurnRunner {
         }
     }
 
-    /// Delivers the final text through the sink, or proactively when no sink could be opened;
-    /// records it in the outbox when every path failed.
+    /// Delivers the final text through the sink, or proactively when no sink could be opened,
+    /// recording each confirmed part in the outbox (see `delivery.rs`). When every path fails
+    /// the entry stays there for a retry from its first unconfirmed part.
     async fn deliver(
         &self,
         inst: &Instance,
@@ -192,48 +195,37 @@ impl TurnRunner {
         text: &str,
         outcome: TurnOutcome,
     ) {
+        let target = Target::from_chat(&msg.chat);
+        let log = OutboxLog::new(
+            self.shared.clone(),
+            &inst.name,
+            target.clone(),
+            text,
+            Some(InboxEntry::id_for(msg)),
+        );
         let result = match sink {
-            Some(sink) => sink.finish(text, outcome).await,
+            Some(sink) => sink.finish_logged(text, outcome, &log).await,
             None => {
-                let target = Target::from_chat(&msg.chat);
                 inst.adapter
-                    .send(&target, &OutboundMessage::markdown(text))
+                    .send_logged(&target, &OutboundMessage::markdown(text), &log)
                     .await
             }
         };
         match result {
-            Ok(()) => self
-                .shared
-                .metrics
-                .inc("gateway_messages_out_total", &[("instance", &inst.name)]),
-            Err(e) => self.record_undelivered(inst, msg, text, &e).await,
-        }
-    }
-
-    async fn record_undelivered(
-        &self,
-        inst: &Instance,
-        msg: &InboundMessage,
-        text: &str,
-        error: &AdapterError,
-    ) {
-        warn!(instance = %inst.name, error = %error, "Reply undelivered; kept in the outbox for retry.");
-        self.shared
-            .metrics
-            .inc("gateway_undelivered_total", &[("instance", &inst.name)]);
-        inst.health.undelivered();
-        inst.health.error(format!("reply undelivered: {error}"));
-        let entry = OutboxEntry {
-            id: 0,
-            instance: inst.name.clone(),
-            target: Target::from_chat(&msg.chat),
-            text: text.to_string(),
-            last_error: error.to_string(),
-            attempts: 1,
-            created_at: self.shared.clock.now(),
-        };
-        if let Err(e) = self.shared.store.outbox_put(&entry).await {
-            warn!(instance = %inst.name, error = %e, "Could not record an undelivered reply.");
+            Ok(()) => {
+                log.delivered().await;
+                self.shared
+                    .metrics
+                    .inc("gateway_messages_out_total", &[("instance", &inst.name)]);
+            }
+            Err(e) => {
+                warn!(instance = %inst.name, error = %e, "Reply undelivered; kept in the outbox for retry.");
+                self.shared
+                    .metrics
+                    .inc("gateway_undelivered_total", &[("instance", &inst.name)]);
+                inst.health.error(format!("reply undelivered: {e}"));
+                log.failed(&e).await;
+            }
         }
     }
 }
@@ -340,13 +332,6 @@ impl TurnHandler for TurnRunner {
             if let Err(e) = shared.store.session_put(&record).await {
                 warn!(error = %e, "Could not save the session.");
             }
-        }
-        if let Err(e) = shared
-            .store
-            .inbox_done(&InboxEntry::id_for(&msg), now)
-            .await
-        {
-            warn!(error = %e, "Could not close the inbox entry; the turn may repeat after a restart.");
         }
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use gateway_core::adapter::{Capabilities, MarkdownDialect, MediaLimit};
 use gateway_core::health::InstanceState;
 use gateway_core::{
-    AdapterContext, AdapterError, InboundMessage, MediaKind, OutboundMessage, PlatformAdapter,
-    ReplySink, Target, TurnOutcome,
+    AdapterContext, AdapterError, DeliveryLog, InboundMessage, MediaKind, NoLog, OutboundMessage,
+    PlatformAdapter, ReplySink, Target, TurnOutcome,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -232,19 +232,34 @@ impl PlatformAdapter for WeComCallbackAdapter {
     }
 
     async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError> {
+        self.send_logged(target, message, &NoLog).await
+    }
+
+    async fn send_logged(
+        &self,
+        target: &Target,
+        message: &OutboundMessage,
+        log: &dyn DeliveryLog,
+    ) -> Result<(), AdapterError> {
         let (app, to) = self.routes.resolve(target).await?;
         match message {
             OutboundMessage::Text { text } => match RichMessage::from_text(text) {
-                Some(rich) => self.outbound.send_rich(&app, &to, &rich?).await,
+                Some(rich) => {
+                    let rich = rich?;
+                    log.planned(std::slice::from_ref(text)).await;
+                    self.outbound.send_rich(&app, &to, &rich).await?;
+                    log.confirmed(0).await;
+                    Ok(())
+                }
                 None => {
                     self.outbound
-                        .send_text(&app, &to, text, ReplyFormat::Text)
+                        .send_text(&app, &to, text, ReplyFormat::Text, log)
                         .await
                 }
             },
             OutboundMessage::Markdown { text } => {
                 self.outbound
-                    .send_text(&app, &to, text, self.config.reply_format)
+                    .send_text(&app, &to, text, self.config.reply_format, log)
                     .await
             }
         }
@@ -326,7 +341,7 @@ impl ReplySink for CallbackReply {
             tokio::select! {
                 () = token.cancelled() => {}
                 () = tokio::time::sleep(after) => {
-                    if let Err(e) = outbound.send_text(&app, &to, &text, ReplyFormat::Text).await {
+                    if let Err(e) = outbound.send_text(&app, &to, &text, ReplyFormat::Text, &NoLog).await {
                         debug!(app = %app.name, error = %e, "Could not send the working notice.");
                     }
                 }
@@ -342,13 +357,22 @@ impl ReplySink for CallbackReply {
     }
 
     async fn finish(
+        self: Box<Self>,
+        text: &str,
+        outcome: TurnOutcome,
+    ) -> Result<(), AdapterError> {
+        self.finish_logged(text, outcome, &NoLog).await
+    }
+
+    async fn finish_logged(
         mut self: Box<Self>,
         text: &str,
         _outcome: TurnOutcome,
+        log: &dyn DeliveryLog,
     ) -> Result<(), AdapterError> {
         drop(self.timer.take());
         self.outbound
-            .send_text(&self.app, &self.to, text, self.format)
+            .send_text(&self.app, &self.to, text, self.format, log)
             .await
     }
 }

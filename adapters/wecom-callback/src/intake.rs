@@ -1,19 +1,26 @@
 //! From an accepted callback to the router (wecom-callback reference §3 "answer within 5 s",
-//! §4.2 asynchronous processing, §4.4 dedup, §5.4 media).
+//! §4.2 asynchronous processing, §4.4 dedup, §5.4 media; DESIGN.md "Delivery guarantee").
 //!
-//! The HTTP handler calls [`Intake::accept`], which within milliseconds: reserves a slot in a
-//! bounded queue (a full queue answers 503 so WeCom retries later, nothing is dropped silently),
-//! records the dedup key in the store (persistent, so a restart does not replay a retry),
-//! journals the decrypted callback in the store, and queues it. Only then does the handler
-//! answer `success`. Workers take jobs off the queues, fetch media, build the
-//! [`InboundMessage`], submit it to the router and delete the journal entry. Jobs still in the
-//! journal at startup (a crash or shutdown before they were submitted) are queued again.
+//! The HTTP handler calls [`Intake::accept`], which
 //!
-//! Jobs are sharded by sender so one user's messages stay in order while different users are
-//! processed in parallel (a slow media download never holds up other users).
+//! 1. reserves a place in the bounded lanes (none left: 503, WeCom retries later, nothing was
+//!    recorded);
+//! 2. journals the decrypted callback with [`StateStore::intake_accept`]: dedup and journal are
+//!    **one** record written in one transaction, so a callback id is "seen" only if its journal
+//!    entry exists;
+//! 3. queues it in its sender's lane.
+//!
+//! Steps 2 and 3 run on a task of their own: a client that goes away (WeCom's 5 s timeout, a
+//! proxy reset) cannot cut the accept in half. The handler waits for the result up to
+//! [`ACCEPT_DEADLINE`]; a store slower than that gets a retryable 503, and whatever the store
+//! did meanwhile is consistent: either the callback is journaled (WeCom's retry is then a
+//! duplicate and acknowledged) or nothing was recorded (the retry is accepted as new).
+//!
+//! Lanes (`lanes.rs`) keep one sender's callbacks in order while other senders run in parallel
+//! on a bounded pool, so one user's slow download delays nobody else. A worker fetches media,
+//! builds the [`InboundMessage`], submits it to the router (which journals it in its inbox) and
+//! marks the intake entry done. Entries still pending at start are queued again.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +28,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use gateway_core::{
     AdapterContext, AdapterError, Admission, Attachment, ChatAddress, Content, InboundMessage,
-    MediaKind, PlatformEvent, Sender, StateStore, StoreError,
+    IntakeEntry, MediaKind, NoLog, PlatformEvent, Sender, StateStore, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wecom_common::media::detect_media_type;
@@ -33,16 +39,17 @@ use wecom_common::xml::parse_message;
 
 use crate::config::{AppConfig, ReplyFormat};
 use crate::inbound::{self, Body};
+use crate::lanes::{Lanes, Work};
 use crate::outbound::Outbound;
 use crate::routing::{Recipient, Routes};
 
-/// Parallel queues (by sender).
-pub const SHARDS: usize = 4;
-/// Capacity of each queue.
-pub const SHARD_CAPACITY: usize = 64;
-/// How long a callback id is remembered: far longer than WeCom's retries (about 15 s), short
-/// enough to keep the table small.
-pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Callbacks that may wait or be processed at once, over all senders.
+pub const QUEUE_CAPACITY: usize = 256;
+/// Callbacks processed (media fetched, handed to the router) at the same moment.
+pub const WORKERS: usize = 16;
+/// How long the HTTP handler waits for the journal write before answering 503: well inside
+/// WeCom's 5-second budget, so the retry comes from WeCom and not from a timeout.
+pub const ACCEPT_DEADLINE: Duration = Duration::from_secs(3);
 /// A user gets the welcome text at most once per this period.
 const WELCOME_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Downloaded media older than this is deleted at startup: long enough for any resumed turn,
@@ -58,7 +65,7 @@ pub struct Job {
     pub id: String,
     /// The app that received it.
     pub app: String,
-    /// Sender (for sharding).
+    /// Sender (its lane).
     pub user: String,
     /// The decrypted XML.
     pub xml: String,
@@ -75,56 +82,71 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// Why a callback could not be accepted right now.
+/// Why a callback could not be accepted right now. Every variant means "ask WeCom to retry".
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// Every slot of the sender's queue is taken.
+    /// Every place in the lanes is taken.
     #[error("the processing queue is full")]
     Busy,
-    /// The store failed.
+    /// The journal write did not finish within [`ACCEPT_DEADLINE`].
+    #[error("the journal write is taking too long")]
+    Slow,
+    /// The store failed; nothing was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// The store namespace of the journal of `instance`.
-fn journal_ns(instance: &str) -> String {
-    format!("wecom_callback/{instance}/journal")
+/// The intake journal scope of `instance`.
+pub fn journal_scope(instance: &str) -> String {
+    format!("wecom_callback/{instance}")
 }
 
-fn shard_of(user: &str) -> usize {
-    let mut h = DefaultHasher::new();
-    user.hash(&mut h);
-    (h.finish() % SHARDS as u64) as usize
+/// The key-value namespace where versions before the intake journal kept their journal.
+fn legacy_journal_ns(instance: &str) -> String {
+    format!("wecom_callback/{instance}/journal")
 }
 
 /// The accepting side, used by the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct Intake {
-    instance: String,
+    scope: String,
     store: Arc<dyn StateStore>,
-    queues: Vec<mpsc::Sender<Job>>,
+    lanes: Lanes<Job>,
+    tasks: tokio_util::task::TaskTracker,
+    deadline: Duration,
 }
 
 impl Intake {
-    /// Dedups, journals and queues a callback (see the module docs for the order and why).
+    /// Journals and queues a callback (see the module docs for the order and why).
     pub async fn accept(&self, job: Job) -> Result<Accepted, IntakeError> {
-        let queue = &self.queues[shard_of(&job.user)];
-        let permit = queue.try_reserve().map_err(|_| IntakeError::Busy)?;
-        let scope = format!("wecom_callback/{}", self.instance);
-        if !self
-            .store
-            .dedup_check(&scope, &job.id, Utc::now(), DEDUP_TTL)
-            .await?
-        {
-            return Ok(Accepted::Duplicate);
-        }
-        let value = serde_json::to_string(&job)
+        let slot = self.lanes.try_reserve().ok_or(IntakeError::Busy)?;
+        let payload = serde_json::to_string(&job)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a job: {e}")))?;
-        self.store
-            .kv_put(&journal_ns(&self.instance), &job.id, &value)
-            .await?;
-        permit.send(job);
-        Ok(Accepted::Queued)
+        let entry = IntakeEntry {
+            scope: self.scope.clone(),
+            id: job.id.clone(),
+            payload,
+            received_at: job.received_at,
+        };
+        let (store, lanes) = (self.store.clone(), self.lanes.clone());
+        // Owned by the tracker, not by the request: it runs to the end even if the client
+        // disconnects or the deadline below passes.
+        let accept = self.tasks.spawn(async move {
+            if store.intake_accept(&entry).await? {
+                let user = job.user.clone();
+                lanes.push(&user, job, slot);
+                Ok(Accepted::Queued)
+            } else {
+                Ok(Accepted::Duplicate)
+            }
+        });
+        match tokio::time::timeout(self.deadline, accept).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(IntakeError::Store(StoreError::Backend(format!(
+                "the journal task failed: {join}"
+            )))),
+            Err(_) => Err(IntakeError::Slow),
+        }
     }
 }
 
@@ -139,81 +161,95 @@ pub struct Processor {
     pub outbound: Arc<Outbound>,
 }
 
-/// Starts the workers; returns the intake for the HTTP handlers. Workers stop when `stop` is
+/// Starts the lanes; returns the intake for the HTTP handlers. Workers stop when `stop` is
 /// cancelled, between jobs; unprocessed jobs stay journaled for the next start.
 pub fn start(
     processor: Arc<Processor>,
     tasks: &tokio_util::task::TaskTracker,
     stop: &CancellationToken,
 ) -> Intake {
-    let mut queues = Vec::with_capacity(SHARDS);
-    for _ in 0..SHARDS {
-        let (tx, mut rx) = mpsc::channel::<Job>(SHARD_CAPACITY);
-        queues.push(tx);
-        let (p, stop) = (processor.clone(), stop.clone());
-        tasks.spawn(async move {
-            loop {
-                let job = tokio::select! {
-                    // Stop first: remaining jobs are journaled and resume at the next start.
-                    biased;
-                    () = stop.cancelled() => return,
-                    job = rx.recv() => match job {
-                        Some(job) => job,
-                        None => return,
-                    },
-                };
-                p.process(job).await;
-            }
-        });
-    }
+    let p = processor.clone();
+    let work: Work<Job> = Arc::new(move |job: Job| {
+        let p = p.clone();
+        Box::pin(async move { p.process(job).await })
+    });
+    let lanes = Lanes::new(QUEUE_CAPACITY, WORKERS, work, tasks.clone(), stop.clone());
     let intake = Intake {
-        instance: processor.ctx.instance.clone(),
+        scope: journal_scope(&processor.ctx.instance),
         store: processor.ctx.store.clone(),
-        queues,
+        lanes: lanes.clone(),
+        tasks: tasks.clone(),
+        deadline: ACCEPT_DEADLINE,
     };
     // Re-queue what an earlier run journaled but did not finish, without delaying startup.
-    let (resume, p, stop) = (intake.clone(), processor, stop.clone());
+    let (scope, stop) = (intake.scope.clone(), stop.clone());
     tasks.spawn(async move {
-        let ns = journal_ns(&p.ctx.instance);
-        let entries = match p.ctx.store.kv_list(&ns, "").await {
+        let store = &processor.ctx.store;
+        let instance = &processor.ctx.instance;
+        migrate_legacy_journal(store.as_ref(), instance, &scope).await;
+        let entries = match store.intake_pending(&scope).await {
             Ok(e) => e,
             Err(e) => {
-                warn!(instance = %p.ctx.instance, error = %e, "Could not read the callback journal; unfinished callbacks wait for the next start.");
+                warn!(instance = %instance, error = %e, "Could not read the callback journal; unfinished callbacks wait for the next start.");
                 return;
             }
         };
         if !entries.is_empty() {
-            info!(instance = %p.ctx.instance, count = entries.len(), "Resuming journaled callbacks.");
+            info!(instance = %instance, count = entries.len(), "Resuming journaled callbacks.");
         }
-        for (key, value) in entries {
-            let Ok(job) = serde_json::from_str::<Job>(&value) else {
-                warn!(instance = %p.ctx.instance, "Dropping an unreadable journal entry.");
-                let _ = p.ctx.store.kv_delete(&ns, &key).await;
+        for entry in entries {
+            let Ok(job) = serde_json::from_str::<Job>(&entry.payload) else {
+                warn!(instance = %instance, "Dropping an unreadable journal entry.");
+                let _ = store.intake_done(&scope, &entry.id, Utc::now()).await;
                 continue;
             };
-            let queue = &resume.queues[shard_of(&job.user)];
-            tokio::select! {
+            let slot = tokio::select! {
                 () = stop.cancelled() => return,
-                r = queue.send(job) => if r.is_err() { return },
-            }
+                s = lanes.reserve() => match s { Some(s) => s, None => return },
+            };
+            let user = job.user.clone();
+            lanes.push(&user, job, slot);
         }
     });
     intake
 }
 
+/// Moves callbacks journaled by an older version (in the key-value space) into the intake
+/// journal, so an upgrade loses none of them.
+async fn migrate_legacy_journal(store: &dyn StateStore, instance: &str, scope: &str) {
+    let ns = legacy_journal_ns(instance);
+    let Ok(entries) = store.kv_list(&ns, "").await else {
+        return;
+    };
+    for (key, value) in entries {
+        if let Ok(job) = serde_json::from_str::<Job>(&value) {
+            let entry = IntakeEntry {
+                scope: scope.to_string(),
+                id: job.id.clone(),
+                payload: value.clone(),
+                received_at: job.received_at,
+            };
+            if store.intake_accept(&entry).await.is_err() {
+                continue;
+            }
+        }
+        let _ = store.kv_delete(&ns, &key).await;
+    }
+}
+
 impl Processor {
-    /// Turns one job into a router message, submits it, and clears its journal entry.
+    /// Turns one job into a router message, submits it, and marks its journal entry done.
     pub async fn process(&self, job: Job) {
-        let ns = journal_ns(&self.ctx.instance);
+        let scope = journal_scope(&self.ctx.instance);
         if let Some(msg) = self.message_for(&job).await {
             match self.submit(msg).await {
                 Ok(()) => {}
-                // Left journaled: the next start tries again.
+                // Left pending: the next start tries again.
                 Err(()) => return,
             }
         }
-        if let Err(e) = self.ctx.store.kv_delete(&ns, &job.id).await {
-            debug!(error = %e, "Could not clear a journal entry; the router dedups the message if it comes again.");
+        if let Err(e) = self.ctx.store.intake_done(&scope, &job.id, Utc::now()).await {
+            debug!(error = %e, "Could not mark a journal entry done; the router dedups the message if it comes again.");
         }
     }
 
@@ -373,7 +409,7 @@ impl Processor {
             .to_owned();
         if let Err(e) = self
             .outbound
-            .send_text(app, &Recipient::User(user), text, ReplyFormat::Text)
+            .send_text(app, &Recipient::User(user), text, ReplyFormat::Text, &NoLog)
             .await
         {
             warn!(instance = %self.ctx.instance, app = %app.name, error = %e, "Could not send the welcome text.");
@@ -484,14 +520,6 @@ fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sharding_is_stable_and_spread() {
-        assert_eq!(shard_of("alice"), shard_of("alice"));
-        let used: std::collections::HashSet<usize> =
-            (0..64).map(|i| shard_of(&format!("user{i}"))).collect();
-        assert_eq!(used.len(), SHARDS);
-    }
 
     #[tokio::test]
     async fn old_media_is_pruned_and_new_media_kept() {

@@ -6,7 +6,9 @@
 //! * [`config`]: typed config, validation, documented keys;
 //! * [`server`]: the axum server (URL verification, callbacks, `/health`);
 //! * [`inbound`]: what a decrypted callback is (types, events, dedup key);
-//! * [`intake`]: dedup, journal, bounded queues, workers (media download, submit);
+//! * [`intake`]: the atomic accept (dedup and journal in one record), resume at start,
+//!   workers (media download, submit);
+//! * `lanes`: per-sender order over a bounded worker pool;
 //! * [`api`]: the REST client (token cache, retries);
 //! * [`outbound`]: `message/send` bodies, splitting, media upload, cards;
 //! * [`routing`]: which app answers whom (`corp_id:user_id`);
@@ -17,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod inbound;
 pub mod intake;
+mod lanes;
 pub mod outbound;
 pub mod routing;
 pub mod server;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use gateway_core::health::HealthReporter;
-use gateway_core::{AdapterError, MediaKind};
+use gateway_core::{AdapterError, DeliveryLog, MediaKind, NoLog};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -301,12 +301,16 @@ impl Outbound {
     /// Sends `text` as `text` or `markdown`, split into messages of at most 2048 UTF-8 bytes
     /// at paragraph/line boundaries with fences balanced and `(i/n)` markers. Empty text is not
     /// sent (WeCom rejects it with 44004).
+    ///
+    /// `log` hears the planned parts before the first is sent and each part once WeCom
+    /// confirmed it, so a retry never repeats a confirmed part (DESIGN.md "Delivery guarantee").
     pub async fn send_text(
         &self,
         app: &AppConfig,
         to: &Recipient,
         text: &str,
         format: ReplyFormat,
+        log: &dyn DeliveryLog,
     ) -> Result<(), AdapterError> {
         if text.trim().is_empty() {
             return Ok(());
@@ -316,11 +320,13 @@ impl Outbound {
             ReplyFormat::Markdown => "markdown",
         };
         let chunks = gateway_core::text::split_with_markers(text, CALLBACK_TEXT_MAX_BYTES);
+        log.planned(&chunks).await;
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.send_one(app, to, msgtype, json!({"content": chunk}))
                 .await
                 .map_err(|e| if n > 1 { annotate(e, i + 1, n) } else { e })?;
+            log.confirmed(i).await;
         }
         Ok(())
     }
@@ -411,26 +417,24 @@ impl Outbound {
         self.send_one(app, to, send_kind.as_str(), payload).await?;
         info!(app = %app.name, kind = send_kind.as_str(), bytes = size, "Sent media.");
         if let Some(note) = note {
-            self.send_text(app, to, &note, ReplyFormat::Text).await?;
+            self.send_text(app, to, &note, ReplyFormat::Text, &NoLog).await?;
         }
         Ok(())
     }
 
+    /// Refuses media that WeCom's limits rule out, before anything is sent: the caller (the
+    /// operator's `gateway send`) gets the reason as an error instead of a silent success.
     async fn refuse(
         &self,
         app: &AppConfig,
-        to: &Recipient,
+        _to: &Recipient,
         name: &str,
         reason: &str,
     ) -> Result<(), AdapterError> {
-        info!(app = %app.name, "Media refused by WeCom's limits; sending a notice instead.");
-        self.send_text(
-            app,
-            to,
-            &format!("⚠️ {name} could not be sent: {reason}"),
-            ReplyFormat::Text,
-        )
-        .await
+        info!(app = %app.name, "Media refused by WeCom's limits; nothing sent.");
+        Err(AdapterError::Unsupported(format!(
+            "{name} could not be sent: {reason}"
+        )))
     }
 }
 

@@ -269,6 +269,10 @@ async fn callback(
             warn!(instance = %state.instance, app = %app.name, "Callback queue full; asking WeCom to retry.");
             text(StatusCode::SERVICE_UNAVAILABLE, "busy")
         }
+        Err(IntakeError::Slow) => {
+            warn!(instance = %state.instance, app = %app.name, "The journal is slow; asking WeCom to retry (the callback is kept if the write completes).");
+            text(StatusCode::SERVICE_UNAVAILABLE, "busy")
+        }
         Err(IntakeError::Store(e)) => {
             warn!(instance = %state.instance, app = %app.name, error = %e, "Could not journal a callback; WeCom will retry.");
             text(StatusCode::INTERNAL_SERVER_ERROR, "retry later")

@@ -244,7 +244,8 @@ async fn media_is_uploaded_then_sent_within_wecom_rules() {
     h.adapter.send_image(&alice(), &gif).await.unwrap();
     assert_eq!(emu.sent()[4].msgtype(), "file");
 
-    // Too small or too large: not uploaded, the user gets a notice.
+    // Too small or too large: nothing uploaded or sent, and the caller learns why (so
+    // `gateway send --file` fails instead of reporting success).
     let tiny = d.path().join("t.txt");
     std::fs::write(&tiny, b"abc").unwrap();
     let big = d.path().join("big.bin");
@@ -252,13 +253,12 @@ async fn media_is_uploaded_then_sent_within_wecom_rules() {
         .unwrap()
         .set_len(21 * 1024 * 1024)
         .unwrap();
-    let uploads = emu.uploads().len();
-    h.adapter.send_file(&alice(), &tiny).await.unwrap();
-    h.adapter.send_file(&alice(), &big).await.unwrap();
-    assert_eq!(emu.uploads().len(), uploads);
-    let sent = emu.sent();
-    assert!(sent[sent.len() - 2].content().unwrap().contains("t.txt"));
-    assert!(sent[sent.len() - 1].content().unwrap().contains("20 MiB"));
+    let (uploads, sent) = (emu.uploads().len(), emu.sent().len());
+    let e = h.adapter.send_file(&alice(), &tiny).await.unwrap_err();
+    assert!(e.to_string().contains("t.txt"), "{e}");
+    let e = h.adapter.send_file(&alice(), &big).await.unwrap_err();
+    assert!(e.to_string().contains("20 MiB"), "{e}");
+    assert_eq!((emu.uploads().len(), emu.sent().len()), (uploads, sent));
     h.stop().await;
 }
 
@@ -382,21 +382,21 @@ async fn retries_are_deduplicated_and_a_full_queue_is_answered() {
         ("once".into(), "barrier".into())
     );
 
-    // A stuck router: one worker holds a job, the sender's queue fills, then 503.
+    // A stuck router: one worker holds a job, the lanes fill, then 503.
     let gate = h.sink.hold.write().await;
     let mut statuses = Vec::new();
-    for i in 0..(wecom_callback::intake::SHARD_CAPACITY + 3) {
+    for i in 0..(wecom_callback::intake::QUEUE_CAPACITY + 3) {
         let (r, _) = app.push_text("dave", &format!("m{i}")).await;
         statuses.push(r.status);
     }
     assert!(statuses
         .iter()
-        .take(wecom_callback::intake::SHARD_CAPACITY)
+        .take(wecom_callback::intake::QUEUE_CAPACITY)
         .all(|s| *s == 200));
     assert_eq!(*statuses.last().unwrap(), 503, "{statuses:?}");
     drop(gate);
     h.sink
-        .wait(2 + wecom_callback::intake::SHARD_CAPACITY)
+        .wait(2 + wecom_callback::intake::QUEUE_CAPACITY)
         .await;
     h.stop().await;
 }
