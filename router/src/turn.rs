@@ -294,9 +294,10 @@ impl TurnHandler for TurnRunner {
             &[("instance", &inst.name), ("outcome", label)],
         );
         let text = final_text(&partial, &end);
-        self.deliver(inst, &msg, sink, &text, outcome).await;
 
-        // History: the user's message always; the answer when there is one.
+        // History and session first, delivery last: once the user sees the answer the turn is
+        // over, so a follow-up sent right away starts at once (instead of being queued behind
+        // bookkeeping) and already finds this exchange in the history.
         let now = shared.clock.now();
         let mut lines = vec![HistoryEntry {
             role: Role::User,
@@ -333,6 +334,7 @@ impl TurnHandler for TurnRunner {
                 warn!(error = %e, "Could not save the session.");
             }
         }
+        self.deliver(inst, &msg, sink, &text, outcome).await;
     }
 }
 
