@@ -142,7 +142,10 @@ async fn sigterm_drains_an_in_flight_turn_and_exits_zero() {
         .unwrap();
     let status = wait_exit(&mut child).await;
     assert!(status.success(), "exit status {status:?}");
-    // The reply was completed, not cut: the drain waited for the turn.
+    // The reply was completed, not cut: the drain waited for the turn. The fake reads frames
+    // on its own task, so wait for the final (it may still be in the socket buffer when the
+    // child's exit is seen) instead of reading the frames at once.
+    assert_eq!(p.final_text("t1").await, "echo: finish me");
     let finals = p.frames_for("final", "t1");
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0]["text"], "echo: finish me");

@@ -11,6 +11,8 @@ mod support;
 mod connection;
 #[path = "wecom_aibot/inbound.rs"]
 mod inbound;
+#[path = "wecom_aibot/journal.rs"]
+mod journal;
 #[path = "wecom_aibot/media_out.rs"]
 mod media_out;
 #[path = "wecom_aibot/paused.rs"]

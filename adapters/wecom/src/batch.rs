@@ -45,6 +45,8 @@ struct Pending {
     text: String,
     last_was_split: bool,
     pieces: usize,
+    /// Message ids of the pieces merged after the first.
+    merged_ids: Vec<String>,
     /// The reply context of the newest piece (its `req_id` is the freshest reply handle).
     reply_context: serde_json::Value,
     deadline: Instant,
@@ -115,6 +117,7 @@ impl Batcher {
                 }
                 p.text.push_str(&text);
                 p.pieces += 1;
+                p.merged_ids.push(msg.message_id.clone());
                 p.last_was_split = split;
                 p.reply_context = msg.reply_context.clone();
                 p.deadline = now + wait;
@@ -130,6 +133,7 @@ impl Batcher {
                 text,
                 last_was_split: split,
                 pieces: 1,
+                merged_ids: Vec::new(),
                 reply_context,
                 deadline: now + wait,
             },
@@ -166,8 +170,15 @@ fn finish(p: Pending) -> InboundMessage {
     let mut m = p.first;
     m.content = Content::Text { text: p.text };
     m.reply_context = p.reply_context;
+    if let (false, Some(ctx)) = (p.merged_ids.is_empty(), m.reply_context.as_object_mut()) {
+        // The intake journal closes every piece once the merged message is submitted.
+        ctx.insert(MERGED_IDS.into(), serde_json::json!(p.merged_ids));
+    }
     m
 }
+
+/// Key in a merged message's reply context: the message ids of the pieces after the first.
+pub(crate) const MERGED_IDS: &str = "merged_ids";
 
 #[cfg(test)]
 mod tests {

@@ -10,12 +10,18 @@
 //!
 //! Every queue is bounded. A message the router could not take is answered with a notice
 //! instead of vanishing.
+//!
+//! WeCom does not deliver a message twice, so each message frame is journaled
+//! ([`gateway_core::StateStore::intake_accept`], dedup and journal in one record) before its
+//! media is fetched, and marked done once the router has it. Frames still pending at start (the
+//! process died while fetching, batching or submitting) go through the pipeline again; their
+//! `req_id` belongs to a dead connection, so their answers go out proactively.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::{AdapterContext, InboundMessage, PlatformEvent};
+use gateway_core::{AdapterContext, InboundMessage, IntakeEntry, PlatformEvent};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +70,77 @@ pub(crate) fn spawn(
     inner.tasks.spawn(cleanup(media, stop));
 }
 
+/// The intake journal scope of `instance`.
+pub(crate) fn journal_scope(instance: &str) -> String {
+    format!("wecom/{instance}")
+}
+
+/// A frame as the journal keeps it (re-parsed with [`Incoming::parse`] on resume).
+fn journal_payload(frame: &Incoming) -> String {
+    serde_json::json!({
+        "cmd": frame.cmd,
+        "headers": { "req_id": frame.req_id },
+        "body": frame.body,
+    })
+    .to_string()
+}
+
+/// Message frames journaled by an earlier run and not yet handed to the router.
+async fn journaled(ctx: &AdapterContext) -> Vec<Incoming> {
+    match ctx
+        .store
+        .intake_pending(&journal_scope(&ctx.instance))
+        .await
+    {
+        Ok(entries) => {
+            if !entries.is_empty() {
+                info!(instance = %ctx.instance, count = entries.len(), "Resuming journaled messages.");
+            }
+            entries
+                .iter()
+                .filter_map(|e| Incoming::parse(&e.payload).ok())
+                .collect()
+        }
+        Err(e) => {
+            warn!(instance = %ctx.instance, error = %e, "Could not read the message journal; unfinished messages wait for the next start.");
+            Vec::new()
+        }
+    }
+}
+
+/// Journals a new message frame; false for one journaled before (a duplicate).
+async fn journal(ctx: &AdapterContext, msgid: &str, frame: &Incoming) -> bool {
+    let entry = IntakeEntry {
+        scope: journal_scope(&ctx.instance),
+        id: msgid.to_string(),
+        payload: journal_payload(frame),
+        received_at: chrono::Utc::now(),
+    };
+    match ctx.store.intake_accept(&entry).await {
+        Ok(new) => new,
+        Err(e) => {
+            // Better processed unjournaled than dropped: the message is live on this connection.
+            warn!(instance = %ctx.instance, error = %e, "Could not journal a message; processing it anyway.");
+            true
+        }
+    }
+}
+
+/// Marks the journal entries of a submitted message (and of the pieces merged into it) done.
+async fn journal_done(ctx: &AdapterContext, msg: &InboundMessage) {
+    let scope = journal_scope(&ctx.instance);
+    let mut ids = vec![msg.message_id.clone()];
+    if let Some(merged) = msg.reply_context[crate::batch::MERGED_IDS].as_array() {
+        ids.extend(merged.iter().filter_map(|v| v.as_str()).map(str::to_owned));
+    }
+    let now = chrono::Utc::now();
+    for id in ids {
+        if let Err(e) = ctx.store.intake_done(&scope, &id, now).await {
+            debug!(instance = %ctx.instance, error = %e, "Could not mark a journal entry done; the router dedups it if it runs again.");
+        }
+    }
+}
+
 async fn dispatch(
     inner: Arc<Inner>,
     ctx: AdapterContext,
@@ -75,12 +152,21 @@ async fn dispatch(
     let permits = Arc::new(Semaphore::new(PARALLEL));
     // Per chat, the completion signal of its latest message: the next one waits for it.
     let mut tails: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+    let mut resumed: std::collections::VecDeque<Incoming> = journaled(&ctx).await.into();
     loop {
-        let frame = tokio::select! {
-            f = rx.recv() => match f { Some(f) => f, None => return },
-            () = stop.cancelled() => return,
+        let (frame, is_resumed) = match resumed.pop_front() {
+            Some(f) => (f, true),
+            None => tokio::select! {
+                f = rx.recv() => match f { Some(f) => (f, false), None => return },
+                () = stop.cancelled() => return,
+            },
         };
-        let route = inner.route_tag().unwrap_or_default();
+        // A resumed frame's req_id belongs to a connection that is gone: no route.
+        let route = if is_resumed {
+            String::new()
+        } else {
+            inner.route_tag().unwrap_or_default()
+        };
         if frame.cmd == cmd::EVENT_CALLBACK {
             inner
                 .tasks
@@ -108,8 +194,15 @@ async fn dispatch(
         let prev = tails.insert(chat_key, done_rx);
         let (inner, media, ready) = (inner.clone(), media.clone(), ready.clone());
         let instance = ctx.instance.clone();
+        let ctx = ctx.clone();
         inner.clone().tasks.spawn(async move {
             let msgid = parsed.origin.msgid.clone();
+            if !is_resumed && !msgid.is_empty() && !journal(&ctx, &msgid, &frame).await {
+                debug!(instance = %inner.instance, "Dropped a message journaled before (a redelivery).");
+                drop(done_tx);
+                drop(permit);
+                return;
+            }
             let own = fetch_all(&inner, &media, &parsed.media, &msgid, 0).await;
             let quoted_refs = parsed
                 .quote
@@ -198,9 +291,11 @@ async fn batch_stage(
 async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
     let rc = ReplyContext::from_value(&msg.reply_context);
     let chat = msg.chat.clone();
+    let journaled = msg.clone();
     match ctx.submit(msg).await {
         Ok(admission) => {
             debug!(instance = %inner.instance, ?admission, "Message submitted.");
+            journal_done(ctx, &journaled).await;
             if admission.passed_policy() {
                 if let (Some(req_id), Some(route)) = (&rc.req_id, &rc.route) {
                     inner.remember_route(&chat, req_id, route);
@@ -209,6 +304,10 @@ async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
         }
         Err(e) => {
             warn!(instance = %inner.instance, error = %e, "The router could not take a message; telling the sender.");
+            if !e.is_retryable() {
+                // Not a passing condition: resuming it would fail the same way.
+                journal_done(ctx, &journaled).await;
+            }
             if let Some(req_id) = rc.req_id.filter(|_| inner.route_is(rc.route.as_deref())) {
                 let notice =
                     "⚠️ Sorry, I could not take this message right now; please send it again.";
