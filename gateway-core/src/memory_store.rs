@@ -246,9 +246,8 @@ impl StateStore for MemoryStore {
     async fn intake_done(&self, scope: &str, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         let mut state = self.state()?;
         let intake = &mut state.intake;
-        let Some((entry, seq, done_at)) = intake
-            .entries
-            .get_mut(&(scope.to_string(), id.to_string()))
+        let Some((entry, seq, done_at)) =
+            intake.entries.get_mut(&(scope.to_string(), id.to_string()))
         else {
             return Ok(());
         };
@@ -391,12 +390,7 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    async fn outbox_progress(
-        &self,
-        id: i64,
-        parts: &[String],
-        parts_done: u32,
-    ) -> StoreResult<()> {
+    async fn outbox_progress(&self, id: i64, parts: &[String], parts_done: u32) -> StoreResult<()> {
         if let Some(entry) = self.state()?.outbox.get_mut(&id) {
             entry.parts = parts.to_vec();
             entry.parts_done = parts_done;

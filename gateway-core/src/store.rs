@@ -296,8 +296,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn outbox_pending(&self, instance: Option<&str>) -> StoreResult<Vec<OutboxEntry>>;
     /// Records how the adapter split the text (replacing earlier parts) and how many parts are
     /// confirmed. Unknown ids are a no-op.
-    async fn outbox_progress(&self, id: i64, parts: &[String], parts_done: u32)
-        -> StoreResult<()>;
+    async fn outbox_progress(&self, id: i64, parts: &[String], parts_done: u32) -> StoreResult<()>;
     /// Records a failed attempt: one more attempt, its error and the resulting state.
     async fn outbox_attempt(&self, id: i64, error: &str, state: DeliveryState) -> StoreResult<()>;
     /// Removes a delivered (or dropped) entry and, in the same transaction, marks the inbox

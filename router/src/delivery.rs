@@ -40,7 +40,10 @@ impl InFlight {
 
     /// True while a live delivery owns entry `id`.
     pub fn contains(&self, id: i64) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
     }
 }
 
@@ -250,7 +253,11 @@ pub async fn refresh_undelivered(shared: &Shared) {
 
 /// Sends what is left of a recorded delivery: the unconfirmed planned parts one by one, or the
 /// whole text through `send_logged` when the adapter never planned it.
-pub async fn retry(shared: &Arc<Shared>, inst: &Instance, entry: &OutboxEntry) -> Result<(), AdapterError> {
+pub async fn retry(
+    shared: &Arc<Shared>,
+    inst: &Instance,
+    entry: &OutboxEntry,
+) -> Result<(), AdapterError> {
     let log = OutboxLog::resume(shared.clone(), entry);
     let result = if entry.parts.is_empty() {
         inst.adapter
@@ -258,7 +265,12 @@ pub async fn retry(shared: &Arc<Shared>, inst: &Instance, entry: &OutboxEntry) -
             .await
     } else {
         let mut result = Ok(());
-        for (i, part) in entry.parts.iter().enumerate().skip(entry.parts_done as usize) {
+        for (i, part) in entry
+            .parts
+            .iter()
+            .enumerate()
+            .skip(entry.parts_done as usize)
+        {
             if let Err(e) = inst
                 .adapter
                 .send(&entry.target, &OutboundMessage::markdown(part))

@@ -355,12 +355,7 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn outbox_progress(
-        &self,
-        id: i64,
-        parts: &[String],
-        parts_done: u32,
-    ) -> StoreResult<()> {
+    async fn outbox_progress(&self, id: i64, parts: &[String], parts_done: u32) -> StoreResult<()> {
         let parts_json = encode("outbox parts", parts)?;
         self.call(Access::Write, move |c| {
             ops::outbox_progress(c, id, &parts_json, parts_done)

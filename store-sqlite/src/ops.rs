@@ -383,7 +383,12 @@ pub(crate) fn intake_accept(
     Ok(inserted == 1)
 }
 
-pub(crate) fn intake_done(conn: &Connection, scope: &str, id: &str, now_ms: i64) -> StoreResult<()> {
+pub(crate) fn intake_done(
+    conn: &Connection,
+    scope: &str,
+    id: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
     conn.prepare_cached(INTAKE_DONE)
         .and_then(|mut s| s.execute(params![scope, id, now_ms]))
         .map_err(sql_err)?;
@@ -522,7 +527,10 @@ fn outbox_query(
 ) -> StoreResult<Vec<OutboxEntry>> {
     let rows = conn
         .prepare_cached(sql)
-        .and_then(|mut s| s.query_map(args, outbox_row)?.collect::<Result<Vec<_>, _>>())
+        .and_then(|mut s| {
+            s.query_map(args, outbox_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })
         .map_err(sql_err)?;
     rows.into_iter().map(outbox_decode).collect()
 }

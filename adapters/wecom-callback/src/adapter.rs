@@ -356,11 +356,7 @@ impl ReplySink for CallbackReply {
         Ok(())
     }
 
-    async fn finish(
-        self: Box<Self>,
-        text: &str,
-        outcome: TurnOutcome,
-    ) -> Result<(), AdapterError> {
+    async fn finish(self: Box<Self>, text: &str, outcome: TurnOutcome) -> Result<(), AdapterError> {
         self.finish_logged(text, outcome, &NoLog).await
     }
 

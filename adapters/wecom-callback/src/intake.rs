@@ -248,7 +248,12 @@ impl Processor {
                 Err(()) => return,
             }
         }
-        if let Err(e) = self.ctx.store.intake_done(&scope, &job.id, Utc::now()).await {
+        if let Err(e) = self
+            .ctx
+            .store
+            .intake_done(&scope, &job.id, Utc::now())
+            .await
+        {
             debug!(error = %e, "Could not mark a journal entry done; the router dedups the message if it comes again.");
         }
     }

@@ -417,7 +417,8 @@ impl Outbound {
         self.send_one(app, to, send_kind.as_str(), payload).await?;
         info!(app = %app.name, kind = send_kind.as_str(), bytes = size, "Sent media.");
         if let Some(note) = note {
-            self.send_text(app, to, &note, ReplyFormat::Text, &NoLog).await?;
+            self.send_text(app, to, &note, ReplyFormat::Text, &NoLog)
+                .await?;
         }
         Ok(())
     }

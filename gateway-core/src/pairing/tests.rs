@@ -323,7 +323,12 @@ impl StateStore for YieldingStore {
     async fn outbox_attempt(&self, id: i64, error: &str, st: DeliveryState) -> StoreResult<()> {
         self.inner.outbox_attempt(id, error, st).await
     }
-    async fn outbox_done(&self, id: i64, inbox: Option<&str>, now: DateTime<Utc>) -> StoreResult<()> {
+    async fn outbox_done(
+        &self,
+        id: i64,
+        inbox: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         self.inner.outbox_done(id, inbox, now).await
     }
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<String>> {

@@ -319,7 +319,10 @@ pub async fn outbox_for_inbox_finds_the_answer(store: Arc<dyn StateStore>) {
     a.inbox_id = Some("wecom:m1".into());
     let mut b = outbox_entry("wecom", "second");
     b.inbox_id = Some("wecom:m1".into());
-    store.outbox_put(&outbox_entry("wecom", "proactive")).await.unwrap();
+    store
+        .outbox_put(&outbox_entry("wecom", "proactive"))
+        .await
+        .unwrap();
     store.outbox_put(&a).await.unwrap();
     let id_b = store.outbox_put(&b).await.unwrap();
     let found = store.outbox_for_inbox("wecom:m1").await.unwrap().unwrap();
@@ -364,10 +367,19 @@ pub async fn intake_done_keeps_the_dedup_record(store: Arc<dyn StateStore>) {
 /// Pending entries are listed per scope, oldest first, ties in insertion order.
 pub async fn intake_pending_is_per_scope_oldest_first(store: Arc<dyn StateStore>) {
     for (id, ms) in [("c", 30), ("a", 10), ("b", 10)] {
-        assert!(store.intake_accept(&intake_entry("s", id, ms)).await.unwrap());
+        assert!(store
+            .intake_accept(&intake_entry("s", id, ms))
+            .await
+            .unwrap());
     }
-    assert!(store.intake_accept(&intake_entry("s2", "z", 1)).await.unwrap());
-    assert!(store.intake_accept(&intake_entry("s:", "y", 1)).await.unwrap());
+    assert!(store
+        .intake_accept(&intake_entry("s2", "z", 1))
+        .await
+        .unwrap());
+    assert!(store
+        .intake_accept(&intake_entry("s:", "y", 1))
+        .await
+        .unwrap());
     let ids: Vec<String> = store
         .intake_pending("s")
         .await
@@ -384,14 +396,26 @@ pub async fn intake_pending_is_per_scope_oldest_first(store: Arc<dyn StateStore>
 /// a pending one.
 pub async fn intake_prune_forgets_only_old_done_entries(store: Arc<dyn StateStore>) {
     for id in ["old", "new", "open"] {
-        assert!(store.intake_accept(&intake_entry("s", id, 0)).await.unwrap());
+        assert!(store
+            .intake_accept(&intake_entry("s", id, 0))
+            .await
+            .unwrap());
     }
     store.intake_done("s", "old", at(100)).await.unwrap();
     store.intake_done("s", "new", at(500)).await.unwrap();
     assert_eq!(store.intake_prune(at(500)).await.unwrap(), 1);
-    assert!(store.intake_accept(&intake_entry("s", "old", 600)).await.unwrap());
-    assert!(!store.intake_accept(&intake_entry("s", "new", 600)).await.unwrap());
-    assert!(!store.intake_accept(&intake_entry("s", "open", 600)).await.unwrap());
+    assert!(store
+        .intake_accept(&intake_entry("s", "old", 600))
+        .await
+        .unwrap());
+    assert!(!store
+        .intake_accept(&intake_entry("s", "new", 600))
+        .await
+        .unwrap());
+    assert!(!store
+        .intake_accept(&intake_entry("s", "open", 600))
+        .await
+        .unwrap());
     let ids: Vec<String> = store
         .intake_pending("s")
         .await

@@ -85,7 +85,10 @@ pub async fn close_then_every_call_fails_closed(store: Arc<dyn StateStore>) {
         s.outbox_attempt(1, "e", DeliveryState::Failed).await,
     );
     closed("outbox_done", s.outbox_done(1, None, at(0)).await);
-    closed("intake_accept", s.intake_accept(&intake_entry("s", "m", 0)).await);
+    closed(
+        "intake_accept",
+        s.intake_accept(&intake_entry("s", "m", 0)).await,
+    );
     closed("intake_done", s.intake_done("s", "m", at(0)).await);
     closed("intake_pending", s.intake_pending("s").await);
     closed("intake_prune", s.intake_prune(at(0)).await);
@@ -158,7 +161,10 @@ pub async fn concurrent_intake_accepts_journal_exactly_once(store: Arc<dyn State
     for i in 0..50 {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            let same = store.intake_accept(&intake_entry("s", "same", i)).await.unwrap();
+            let same = store
+                .intake_accept(&intake_entry("s", "same", i))
+                .await
+                .unwrap();
             let own = store
                 .intake_accept(&intake_entry("s", &format!("own{i}"), i))
                 .await
