@@ -13,6 +13,11 @@
 //! emu.expire_tokens();                                // next call with an old token: 42001
 //! emu.fail_next_send(45009);                          // next message/send: rate limited
 //! emu.untrusted_ip(Some("203.0.113.7"));              // every call: 60020
+//! emu.fail_sends_at_rate(0.3, &[-1, 42001, 45009], 7); // 30 % of sends fail, reproducibly
+//! emu.down_for(Duration::from_secs(20));              // every call: HTTP 503 for 20 s
+//! emu.pause_sends();                                  // sends wait unanswered…
+//! emu.resume_sends();                                 // …until released
+//! emu.delay_media_get(&media_id, Duration::from_secs(10)); // one slow download
 //! ```
 
 mod multipart;
@@ -152,6 +157,38 @@ struct State {
     sent: Vec<SentMessage>,
     uploads: Vec<Upload>,
     calls: Vec<Call>,
+    /// Random `message/send` failures: probability, codes (round-robin), seeded generator.
+    send_faults: Option<SendFaults>,
+    /// Every endpoint answers HTTP 503 while set (until the instant, when there is one).
+    down: Option<Option<std::time::Instant>>,
+    /// `message/send` requests wait in the handler while set.
+    sends_paused: bool,
+    /// `message/send` requests waiting now.
+    sends_waiting: usize,
+    /// `media/get` of these media ids answers only after the delay.
+    media_delays: HashMap<String, Duration>,
+}
+
+/// Random failures of `message/send` (see [`FakeWeComApi::fail_sends_at_rate`]).
+#[derive(Debug)]
+struct SendFaults {
+    rate: f64,
+    codes: Vec<i64>,
+    next_code: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl SendFaults {
+    /// The errcode for the next send, if it is to fail.
+    fn roll(&mut self) -> Option<i64> {
+        use rand::Rng as _;
+        if self.codes.is_empty() || self.rng.random::<f64>() >= self.rate {
+            return None;
+        }
+        let code = self.codes[self.next_code % self.codes.len()];
+        self.next_code += 1;
+        Some(code)
+    }
 }
 
 /// Shared between the handle and the server.
@@ -159,6 +196,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
+    /// Wakes paused `message/send` requests.
+    resumed: Notify,
 }
 
 impl Shared {
@@ -183,6 +222,9 @@ impl Drop for FakeWeComApi {
     }
 }
 
+/// The errcode recorded for calls answered HTTP 503 while the fake is down.
+pub const DOWN_ERRCODE: i64 = -503;
+
 /// How long the `wait_*` helpers wait before panicking.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -199,6 +241,7 @@ impl FakeWeComApi {
                 ..State::default()
             }),
             changed: Notify::new(),
+            resumed: Notify::new(),
         });
         let app = server::router(shared.clone());
         let task = tokio::spawn(async move {
@@ -267,6 +310,72 @@ impl FakeWeComApi {
     /// With `Some(ip)`, every call answers 60020 naming `ip` as the caller; `None` lifts it.
     pub fn untrusted_ip(&self, ip: Option<&str>) {
         self.shared.with(|s| s.untrusted_ip = ip.map(str::to_owned));
+    }
+
+    /// From now on every `message/send` fails with probability `rate`, answering the `codes`
+    /// in turn (e.g. `[-1, 42001, 45009]`); `seed` makes the sequence reproducible. A 42001
+    /// also expires the token used, as a real expiry would. Failed sends are in
+    /// [`FakeWeComApi::calls`] with their errcode and never in [`FakeWeComApi::sent`].
+    /// `fail_sends_at_rate(0.0, &[], 0)` turns it off.
+    pub fn fail_sends_at_rate(&self, rate: f64, codes: &[i64], seed: u64) {
+        use rand::SeedableRng as _;
+        self.shared.with(|s| {
+            s.send_faults = (rate > 0.0 && !codes.is_empty()).then(|| SendFaults {
+                rate,
+                codes: codes.to_vec(),
+                next_code: 0,
+                rng: rand::rngs::StdRng::seed_from_u64(seed),
+            })
+        });
+    }
+
+    /// While `down`, every endpoint answers HTTP 503 with no JSON (a load balancer in front of
+    /// a dead backend). Such calls are recorded with errcode [`DOWN_ERRCODE`].
+    pub fn set_down(&self, down: bool) {
+        self.shared.with(|s| s.down = down.then_some(None));
+    }
+
+    /// Down (see [`FakeWeComApi::set_down`]) for `d` from now, then up by itself.
+    pub fn down_for(&self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        self.shared.with(|s| s.down = Some(Some(until)));
+    }
+
+    /// `message/send` requests wait in the handler, unanswered, until
+    /// [`FakeWeComApi::resume_sends`]. A held send whose client gives up (or dies) is not
+    /// delivered: its handler is dropped with the connection before it records anything.
+    pub fn pause_sends(&self) {
+        self.shared.with(|s| s.sends_paused = true);
+    }
+
+    /// Lets held and new `message/send` requests through.
+    pub fn resume_sends(&self) {
+        self.shared.with(|s| s.sends_paused = false);
+        self.shared.resumed.notify_waiters();
+    }
+
+    /// `message/send` requests held by [`FakeWeComApi::pause_sends`] right now.
+    pub fn sends_waiting(&self) -> usize {
+        self.shared.with(|s| s.sends_waiting)
+    }
+
+    /// `media/get` of `media_id` answers only after `d`, every time (one user's slow download
+    /// while the others are fast).
+    pub fn delay_media_get(&self, media_id: &str, d: Duration) {
+        self.shared
+            .with(|s| s.media_delays.insert(media_id.to_owned(), d));
+    }
+
+    /// `(touser, content)` of every successful text or markdown send, in order.
+    pub fn sent_contents(&self) -> Vec<(String, String)> {
+        self.shared.with(|s| {
+            s.sent
+                .iter()
+                .filter_map(|m| {
+                    Some((m.touser().unwrap_or("").to_owned(), m.content()?.to_owned()))
+                })
+                .collect()
+        })
     }
 
     /// Stores media for `media/get` and returns its `media_id`.

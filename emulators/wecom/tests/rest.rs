@@ -255,3 +255,166 @@ async fn media_round_trips_through_upload_and_get() {
     );
     assert_eq!(v["media_id"], up[0].media_id.as_str());
 }
+
+// ---- fault injection for the fault suite ----------------------------------------------------
+
+fn text_body(agent_id: i64, n: usize) -> Value {
+    json!({"touser": "u", "msgtype": "text", "agentid": agent_id, "text": {"content": format!("m{n}")}})
+}
+
+#[tokio::test]
+async fn random_send_failures_are_reproducible_and_never_recorded_as_sent() {
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let emu = FakeWeComApi::start().await;
+        let app = emu.app("wwF", 1000002);
+        emu.fail_sends_at_rate(0.3, &[-1, 42001, 45009], 7);
+        let (mut failed, mut ok) = (0, 0);
+        let mut tok = token(&emu, &app).await;
+        for n in 0..200 {
+            let v = send(&emu, &tok, text_body(1000002, n)).await;
+            match v["errcode"].as_i64().unwrap() {
+                0 => ok += 1,
+                42001 => {
+                    failed += 1;
+                    // The token really expired: the next use is refused until a new one.
+                    let again = send(&emu, &tok, text_body(1000002, n)).await;
+                    assert_eq!(again["errcode"], 42001);
+                    tok = token(&emu, &app).await;
+                }
+                -1 | 45009 => failed += 1,
+                other => panic!("unexpected errcode {other}"),
+            }
+        }
+        assert_eq!(emu.sent().len(), ok);
+        assert!((40..=80).contains(&failed), "{failed} of 200 failed");
+        counts.push(failed);
+        emu.fail_sends_at_rate(0.0, &[], 0);
+        assert_eq!(
+            send(&emu, &tok, text_body(1000002, 999)).await["errcode"],
+            0
+        );
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "the same seed gives the same failures"
+    );
+}
+
+#[tokio::test]
+async fn a_down_api_answers_503_and_comes_back() {
+    let emu = FakeWeComApi::start().await;
+    let app = emu.app("wwD", 1000002);
+    let tok = token(&emu, &app).await;
+    emu.set_down(true);
+    let url = format!("{}/cgi-bin/message/send?access_token={tok}", emu.base_url());
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&text_body(1000002, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let r = reqwest::get(format!(
+        "{}/cgi-bin/gettoken?corpid=wwD&corpsecret={}",
+        emu.base_url(),
+        app.secret
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(emu.sent().is_empty());
+    // The token fetched before going down, then two calls answered 503.
+    let codes: Vec<i64> = emu.calls().iter().map(|c| c.errcode).collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            wecom_emulator::rest::DOWN_ERRCODE,
+            wecom_emulator::rest::DOWN_ERRCODE
+        ]
+    );
+    emu.set_down(false);
+    assert_eq!(send(&emu, &tok, text_body(1000002, 2)).await["errcode"], 0);
+    // down_for ends by itself.
+    emu.down_for(Duration::from_millis(300));
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&text_body(1000002, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(send(&emu, &tok, text_body(1000002, 4)).await["errcode"], 0);
+    assert_eq!(emu.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn paused_sends_wait_and_one_whose_client_gave_up_is_not_delivered() {
+    let emu = std::sync::Arc::new(FakeWeComApi::start().await);
+    let app = emu.app("wwP", 1000002);
+    let tok = token(&emu, &app).await;
+    emu.pause_sends();
+    let url = format!("{}/cgi-bin/message/send?access_token={tok}", emu.base_url());
+    // One client gives up after 200 ms; another waits.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap()
+        .post(&url)
+        .json(&text_body(1000002, 1))
+        .send();
+    let patient = tokio::spawn({
+        let (emu, tok) = (emu.clone(), tok.clone());
+        async move { send(&emu, &tok, text_body(1000002, 2)).await }
+    });
+    assert!(
+        impatient.await.is_err(),
+        "the held send must not be answered"
+    );
+    // Readiness, not a sleep: wait until only the patient send is held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while emu.sends_waiting() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting: {}",
+            emu.sends_waiting()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(emu.sent().is_empty());
+    emu.resume_sends();
+    assert_eq!(patient.await.unwrap()["errcode"], 0);
+    assert_eq!(emu.sent_contents(), vec![("u".to_owned(), "m2".to_owned())]);
+    assert_eq!(emu.sends_waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_media_id_delays_only_its_own_downloads() {
+    let emu = FakeWeComApi::start().await;
+    let app = emu.app("wwM", 1000002);
+    let tok = token(&emu, &app).await;
+    let slow = emu.add_media(b"slow bytes", "image/png", "a.png");
+    let fast = emu.add_media(b"fast bytes", "image/png", "b.png");
+    emu.delay_media_get(&slow, Duration::from_millis(600));
+    let url = |id: &str| {
+        format!(
+            "{}/cgi-bin/media/get?access_token={tok}&media_id={id}",
+            emu.base_url()
+        )
+    };
+    let t = std::time::Instant::now();
+    let slow_get = tokio::spawn(get(url(&slow)));
+    let (_, body) = get(url(&fast)).await;
+    assert_eq!(body, b"fast bytes");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    let (_, body) = slow_get.await.unwrap();
+    assert_eq!(body, b"slow bytes");
+    assert!(t.elapsed() >= Duration::from_millis(600));
+}

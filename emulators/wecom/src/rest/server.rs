@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::{
     multipart, Call, Endpoint, IssuedToken, SentMessage, Shared, State as ApiState, Upload,
+    DOWN_ERRCODE,
 };
 
 type Params = Query<HashMap<String, String>>;
@@ -49,20 +50,76 @@ fn app_label(s: &ApiState, app: usize) -> String {
     format!("{}:{}", s.apps[app].corp_id, s.apps[app].agent_id)
 }
 
-/// Applies a queued delay, then the injected failures (untrusted IP first, then a queued
-/// errcode). Returns the errcode to answer, if any.
-async fn prelude(shared: &Shared, endpoint: Endpoint) -> Option<(i64, String)> {
+/// What the fault injection decided for one call.
+enum Injected {
+    /// Answer this errcode.
+    Code(i64, String),
+    /// Answer HTTP 503 (the fake is down).
+    Down,
+}
+
+/// Applies a queued delay, then the injected failures (down first, then untrusted IP, then a
+/// queued errcode, then a random send failure). Returns what to answer instead, if anything.
+async fn prelude(shared: &Shared, endpoint: Endpoint) -> Option<Injected> {
     let delay = shared.with(|s| s.delays.get_mut(&endpoint).and_then(|d| d.pop_front()));
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
     shared.with(|s| {
-        if let Some(ip) = s.untrusted_ip.clone() {
-            return Some((60020, errmsg(60020, Some(&ip))));
+        match s.down {
+            Some(Some(until)) if Instant::now() >= until => s.down = None,
+            Some(_) => return Some(Injected::Down),
+            None => {}
         }
-        let code = s.failures.get_mut(&endpoint).and_then(|f| f.pop_front())?;
-        Some((code, errmsg(code, None)))
+        if let Some(ip) = s.untrusted_ip.clone() {
+            return Some(Injected::Code(60020, errmsg(60020, Some(&ip))));
+        }
+        if let Some(code) = s.failures.get_mut(&endpoint).and_then(|f| f.pop_front()) {
+            return Some(Injected::Code(code, errmsg(code, None)));
+        }
+        if endpoint == Endpoint::Send {
+            let code = s.send_faults.as_mut().and_then(|f| f.roll())?;
+            return Some(Injected::Code(code, errmsg(code, None)));
+        }
+        None
     })
+}
+
+/// The answer of a down fake, recorded.
+fn down(s: &mut ApiState, endpoint: Endpoint) -> Response {
+    record(s, endpoint, DOWN_ERRCODE, None);
+    (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream").into_response()
+}
+
+/// Counts a held `message/send` for as long as it waits, also when its client goes away and
+/// the handler is dropped mid-wait.
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.with(|s| s.sends_waiting -= 1);
+    }
+}
+
+/// Holds a `message/send` while sends are paused.
+async fn hold_if_paused(shared: &Shared) {
+    loop {
+        let resumed = shared.resumed.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        let paused = shared.with(|s| {
+            if s.sends_paused {
+                s.sends_waiting += 1;
+            }
+            s.sends_paused
+        });
+        if !paused {
+            return;
+        }
+        let guard = Waiting(shared);
+        resumed.await;
+        drop(guard);
+    }
 }
 
 /// Resolves an access token to its app: 41001 missing, 40014 unknown, 42001 expired.
@@ -94,9 +151,13 @@ async fn gettoken(State(shared): State<Arc<Shared>>, Query(params): Params) -> R
     let injected = prelude(&shared, Endpoint::GetToken).await;
     shared.with(|s| {
         let app = s.apps.iter().position(|a| a.corp_id == corp && a.secret == secret);
-        if let Some((code, msg)) = injected {
-            record(s, Endpoint::GetToken, code, app);
-            return error_json(code, &msg);
+        match injected {
+            Some(Injected::Down) => return down(s, Endpoint::GetToken),
+            Some(Injected::Code(code, msg)) => {
+                record(s, Endpoint::GetToken, code, app);
+                return error_json(code, &msg);
+            }
+            None => {}
         }
         let Some(app) = app else {
             let code = if s.apps.iter().any(|a| a.corp_id == corp) { 40001 } else { 40013 };
@@ -113,8 +174,12 @@ async fn gettoken(State(shared): State<Arc<Shared>>, Query(params): Params) -> R
 }
 
 async fn send(State(shared): State<Arc<Shared>>, Query(params): Params, body: Bytes) -> Response {
+    hold_if_paused(&shared).await;
     let injected = prelude(&shared, Endpoint::Send).await;
     shared.with(|s| {
+        if let Some(Injected::Down) = injected {
+            return down(s, Endpoint::Send);
+        }
         let app = match authenticate(s, &params) {
             Ok(a) => a,
             Err(code) => {
@@ -122,7 +187,13 @@ async fn send(State(shared): State<Arc<Shared>>, Query(params): Params, body: By
                 return error_json(code, &errmsg(code, None));
             }
         };
-        if let Some((code, msg)) = injected {
+        if let Some(Injected::Code(code, msg)) = injected {
+            if code == 42001 {
+                // As a real expiry: the token stays refused until a new one is fetched.
+                if let Some(t) = params.get("access_token").and_then(|t| s.tokens.get_mut(t)) {
+                    t.expired = true;
+                }
+            }
             record(s, Endpoint::Send, code, Some(app));
             return error_json(code, &msg);
         }
@@ -174,6 +245,9 @@ async fn upload(
         .unwrap_or("")
         .to_owned();
     shared.with(|s| {
+        if let Some(Injected::Down) = injected {
+            return down(s, Endpoint::Upload);
+        }
         let app = match authenticate(s, &params) {
             Ok(a) => a,
             Err(code) => {
@@ -181,7 +255,7 @@ async fn upload(
                 return error_json(code, &errmsg(code, None));
             }
         };
-        if let Some((code, msg)) = injected {
+        if let Some(Injected::Code(code, msg)) = injected {
             record(s, Endpoint::Upload, code, Some(app));
             return error_json(code, &msg);
         }
@@ -217,8 +291,17 @@ async fn upload(
 }
 
 async fn media_get(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let slow = params
+        .get("media_id")
+        .and_then(|id| shared.with(|s| s.media_delays.get(id).copied()));
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
     let injected = prelude(&shared, Endpoint::MediaGet).await;
     shared.with(|s| {
+        if let Some(Injected::Down) = injected {
+            return down(s, Endpoint::MediaGet);
+        }
         let app = match authenticate(s, &params) {
             Ok(a) => a,
             Err(code) => {
@@ -226,7 +309,7 @@ async fn media_get(State(shared): State<Arc<Shared>>, Query(params): Params) -> 
                 return error_json(code, &errmsg(code, None));
             }
         };
-        if let Some((code, msg)) = injected {
+        if let Some(Injected::Code(code, msg)) = injected {
             record(s, Endpoint::MediaGet, code, Some(app));
             return error_json(code, &msg);
         }
