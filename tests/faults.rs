@@ -1,0 +1,328 @@
+//! The fault suite (DESIGN.md "Delivery guarantee"): the real `gateway` binary, a real SQLite
+//! file, the fake WeCom REST API and a WeCom-like client that signs callbacks and retries them
+//! the way WeCom does (until it gets `success`). Each test injects one fault that happens in real
+//! deployments, then counts every message: **accepted** (acknowledged at least once),
+//! **answered** (its echo reached `message/send`), **lost** (accepted, never answered) and
+//! **twice** (an answer or a part of one delivered more than once), prints the counts and asserts
+//! 0 lost and 0 twice.
+//!
+//! Run alone with `cargo test --test faults -- --nocapture` to see the counts.
+
+#[path = "faults/callback.rs"]
+mod callback;
+#[path = "faults/crash.rs"]
+mod crash;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wecom_common::crypto::SignedRequest;
+use wecom_emulator::rest::{FakeApp, FakeWeComApi};
+
+/// How long a test waits for the gateway to answer everything it accepted.
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The emulated WeCom side: the REST API and one app whose callbacks go to `port`.
+struct Wecom {
+    emu: FakeWeComApi,
+    app: FakeApp,
+    port: u16,
+}
+
+impl Wecom {
+    async fn start() -> Self {
+        let emu = FakeWeComApi::start().await;
+        let app = emu.app("wwFaults", 1000002);
+        let port = free_port();
+        app.set_callback_url(format!("http://127.0.0.1:{port}/wecom/callback"));
+        Self { emu, app, port }
+    }
+
+    fn callback_url(&self, signed: &SignedRequest) -> String {
+        format!(
+            "http://127.0.0.1:{}/wecom/callback?{}",
+            self.port, signed.query
+        )
+    }
+
+    /// A signed text callback from `user`, with message id `id`.
+    fn text(&self, user: &str, text: &str, id: u64) -> SignedRequest {
+        self.app.sign_post(&self.app.text_xml(user, text, id))
+    }
+}
+
+/// Settings of one gateway under test.
+struct Setup {
+    /// Milliseconds between the echo agent's deltas (a slow agent).
+    agent_delay_ms: u64,
+}
+
+/// The real binary, restartable on the same data dir and ports.
+struct Gateway {
+    child: Option<Child>,
+    config: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    listen: String,
+    starts: u32,
+}
+
+impl Gateway {
+    /// Writes the config (callback app of `wecom`, echo agent, outbox retried every second)
+    /// and starts the gateway; returns once `/health` answers.
+    async fn start(dir: &Path, wecom: &Wecom, setup: &Setup) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut extra = wecom.app.config();
+        extra["host"] = "127.0.0.1".into();
+        extra["port"] = wecom.port.into();
+        extra["api_base_url"] = wecom.emu.base_url().into();
+        extra["retry_backoff_ms"] = 100.into();
+        let data = dir.join("data");
+        let yaml = format!(
+            "gateway:\n  data_dir: {}\n  listen: {listen}\n  outbox_retry_secs: 1\n\
+             agent:\n  backend: echo\n  delay_ms: {}\n\
+             platforms:\n  wecom_callback:\n    extra: {extra}\n",
+            data.display(),
+            setup.agent_delay_ms
+        );
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut gw = Self {
+            child: None,
+            config,
+            data,
+            log: dir.join("gateway.log"),
+            listen,
+            starts: 0,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.ready().await;
+    }
+
+    /// Waits until `/health` answers 200 (every instance up).
+    async fn ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/health", self.listen);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("gateway exited with {status}: {}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "not ready: {}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no drain, no flush, no goodbye.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// `gateway_messages_out_total` of the running process (deliveries it recorded as done).
+    async fn delivered(&self) -> u64 {
+        self.metric("gateway_messages_out_total").await
+    }
+
+    /// A counter of the running process, summed over its labels (0 when unreachable).
+    async fn metric(&self, name: &str) -> u64 {
+        let Ok(r) = reqwest::get(format!("http://{}/metrics", self.listen)).await else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// `/health` of the instance.
+    async fn health(&self) -> Value {
+        let v: Value = reqwest::get(format!("http://{}/health", self.listen))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["instances"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .unwrap_or(v)
+    }
+
+    /// A summary of the journals in the database (for failure messages).
+    fn journals(&self) -> String {
+        let Ok(db) = rusqlite::Connection::open(self.data.join("gateway.db")) else {
+            return "no database".into();
+        };
+        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap_or(-1) };
+        format!(
+            "inbox pending {}, inbox done {}, intake pending {}, outbox {} ({} sending)",
+            count("SELECT COUNT(*) FROM inbox WHERE done_at IS NULL"),
+            count("SELECT COUNT(*) FROM inbox WHERE done_at IS NOT NULL"),
+            count("SELECT COUNT(*) FROM intake WHERE done_at IS NULL"),
+            count("SELECT COUNT(*) FROM outbox"),
+            count("SELECT COUNT(*) FROM outbox WHERE state = 'sending'"),
+        )
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for the exit.
+    async fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One POST attempt with a client-side time limit; the status, or `None` when the client gave
+/// up or could not connect.
+async fn post_once(url: &str, body: &str, timeout: Duration) -> Option<u16> {
+    let client = reqwest::Client::builder().timeout(timeout).build().unwrap();
+    let r = client
+        .post(url)
+        .header("content-type", "text/xml")
+        .body(body.to_owned())
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let text = r.text().await.ok()?;
+    (status != 200 || text == "success").then_some(status)
+}
+
+/// Delivers a callback the way WeCom does: retries (same signed request) until it is answered
+/// `success`, with a 5-second client timeout per attempt. Returns the attempts it took.
+async fn deliver(url: &str, signed: &SignedRequest) -> u32 {
+    let deadline = Instant::now() + SETTLE;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if post_once(url, &signed.body, Duration::from_secs(5)).await == Some(200) {
+            return attempts;
+        }
+        assert!(Instant::now() < deadline, "callback never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the fake API received for a set of expected answers.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    answered: usize,
+    lost: usize,
+    twice: usize,
+    /// The first few texts lost or repeated, for the failure message.
+    examples: Vec<String>,
+}
+
+impl Tally {
+    /// Counts each expected text (an echo, or one part of a split echo) in what was sent.
+    fn of(emu: &FakeWeComApi, expected: &[String]) -> Self {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let sent = emu.sent_contents();
+        for (_, content) in &sent {
+            *seen.entry(content.as_str()).or_default() += 1;
+        }
+        let mut t = Tally {
+            accepted: expected.len(),
+            ..Tally::default()
+        };
+        for e in expected {
+            let n = seen.get(e.as_str()).copied().unwrap_or(0);
+            match n {
+                0 => t.lost += 1,
+                1 => t.answered += 1,
+                _ => {
+                    t.answered += 1;
+                    t.twice += 1;
+                }
+            }
+            if n != 1 && t.examples.len() < 5 {
+                let short: String = e.chars().take(40).collect();
+                t.examples.push(format!("{short} ×{n}"));
+            }
+        }
+        t
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "fault suite: {what}: accepted {} answered {} lost {} twice {}",
+            self.accepted, self.answered, self.lost, self.twice
+        );
+    }
+}
+
+/// Waits until every expected text was sent at least once (or [`SETTLE`] passes), then
+/// returns the tally.
+async fn settle(emu: &FakeWeComApi, expected: &[String]) -> Tally {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let t = Tally::of(emu, expected);
+        if t.lost == 0 || Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
