@@ -78,6 +78,14 @@ enum Command {
         #[command(subcommand)]
         action: cli::sessions::SessionsAction,
     },
+    /// List, retry or drop undelivered replies.
+    Outbox {
+        /// Config file (for the data dir).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: cli::outbox::OutboxAction,
+    },
     /// Add or edit a platform instance and the agent backend (interactive wizard).
     Setup(Box<cli::setup::SetupArgs>),
     /// Check config, data dir, ports, network, credentials, clock and agent; print the fixes.
@@ -130,6 +138,9 @@ fn main() -> ExitCode {
             }
             Command::Sessions { config, action } => {
                 cli::sessions::sessions(config.as_deref(), action).await
+            }
+            Command::Outbox { config, action } => {
+                cli::outbox::outbox(config.as_deref(), action).await
             }
             Command::Setup(args) => cli::setup::setup(*args, registry()).await,
             Command::Doctor(args) => cli::doctor::doctor(args, registry()).await,

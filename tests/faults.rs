@@ -67,6 +67,16 @@ impl Wecom {
 struct Setup {
     /// Milliseconds between the echo agent's deltas (a slow agent).
     agent_delay_ms: u64,
+    /// Seconds between outbox retries.
+    outbox_retry_secs: u64,
+}
+
+impl Setup {
+    /// A fast agent and an outbox retried every second.
+    const FAST: Setup = Setup {
+        agent_delay_ms: 0,
+        outbox_retry_secs: 1,
+    };
 }
 
 /// The real binary, restartable on the same data dir and ports.
@@ -91,10 +101,11 @@ impl Gateway {
         extra["retry_backoff_ms"] = 100.into();
         let data = dir.join("data");
         let yaml = format!(
-            "gateway:\n  data_dir: {}\n  listen: {listen}\n  outbox_retry_secs: 1\n\
+            "gateway:\n  data_dir: {}\n  listen: {listen}\n  outbox_retry_secs: {}\n\
              agent:\n  backend: echo\n  delay_ms: {}\n\
              platforms:\n  wecom_callback:\n    extra: {extra}\n",
             data.display(),
+            setup.outbox_retry_secs,
             setup.agent_delay_ms
         );
         let config = dir.join("config.yaml");
@@ -185,6 +196,20 @@ impl Gateway {
             .as_array()
             .and_then(|a| a.first().cloned())
             .unwrap_or(v)
+    }
+
+    /// Runs `gateway <args> -c <config>` to the end; returns (success, stdout + stderr).
+    fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
     }
 
     /// A summary of the journals in the database (for failure messages).

@@ -1,5 +1,6 @@
 //! The local admin endpoint on `gateway.listen`: `POST /admin/send` lets `gateway send` deliver
-//! through the running process (a second WeCom bot connection would kick the live one).
+//! through the running process (a second WeCom bot connection would kick the live one), and
+//! `POST /admin/outbox/retry` makes it retry its undelivered replies now.
 //!
 //! Access needs the bearer token that the running gateway writes to `<data_dir>/admin.json`
 //! (mode 0600) at start and removes at shutdown; anyone who can read the data dir can send.
@@ -146,13 +147,11 @@ pub enum SendError {
     Adapter(#[from] AdapterError),
 }
 
-/// `POST /admin/send`.
-pub async fn send(
-    State(st): State<HttpState>,
-    headers: HeaderMap,
-    Json(req): Json<SendRequest>,
-) -> (StatusCode, Json<serde_json::Value>) {
-    let (shared, token) = (st.shared, st.admin_token);
+/// Checks the bearer token; the refusal to answer otherwise.
+fn authorize(
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, Json<serde_json::Value>)> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -160,11 +159,37 @@ pub async fn send(
         .unwrap_or_default();
     // An empty token means no admin file was published: nothing can authenticate.
     if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        return (
+        return Err((
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "bad or missing admin token"})),
-        );
+        ));
     }
+    Ok(())
+}
+
+/// `POST /admin/outbox/retry`: retries every recorded delivery now, including those past the
+/// automatic attempt limit (`gateway outbox retry`).
+pub async fn outbox_retry(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if let Err(refusal) = authorize(&st.admin_token, &headers) {
+        return refusal;
+    }
+    st.shared.outbox_kick.notify_one();
+    (StatusCode::OK, Json(json!({"ok": true})))
+}
+
+/// `POST /admin/send`.
+pub async fn send(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    Json(req): Json<SendRequest>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if let Err(refusal) = authorize(&st.admin_token, &headers) {
+        return refusal;
+    }
+    let shared = st.shared;
     let Some(inst) = shared.instance(&req.platform) else {
         let e = SendError::UnknownPlatform(req.platform.clone());
         return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()})));

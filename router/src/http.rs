@@ -30,6 +30,10 @@ pub fn app(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/admin/send", axum::routing::post(crate::admin::send))
+        .route(
+            "/admin/outbox/retry",
+            axum::routing::post(crate::admin::outbox_retry),
+        )
         .with_state(state)
 }
 

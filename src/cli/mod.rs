@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod doctor;
+pub mod outbox;
 pub mod pairing;
 pub mod run;
 pub mod sandbox;

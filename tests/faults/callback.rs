@@ -49,7 +49,7 @@ async fn post_and_vanish(url: &str, body: &str, cut: Cut, linger: Duration) {
 async fn clients_that_disconnect_at_every_point_of_the_accept_lose_nothing() {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup { agent_delay_ms: 0 }).await;
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
     // Where the client goes away: mid-headers, mid-body, right after the request, and at
     // growing delays after it (during decryption, the journal write, the answer).
     let lingers_us = [0u64, 0, 0, 50, 200, 500, 1_000, 2_000, 5_000, 20_000];
@@ -92,7 +92,7 @@ async fn clients_that_disconnect_at_every_point_of_the_accept_lose_nothing() {
 async fn a_store_locked_longer_than_the_client_waits_loses_nothing() {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup { agent_delay_ms: 0 }).await;
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
     // Another process holds the database's write lock for 4.5 s (a backup, a migration, a
     // stuck `gateway pairing`), longer than a 3-second client waits.
     let db = rusqlite::Connection::open(gw.data.join("gateway.db")).unwrap();
@@ -129,7 +129,7 @@ async fn a_store_locked_longer_than_the_client_waits_loses_nothing() {
 async fn answers_under_rest_errors(rate: f64, seed: u64) -> (super::Tally, u64) {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup { agent_delay_ms: 0 }).await;
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
     wecom
         .emu
         .fail_sends_at_rate(rate, &[-1, 42001, 45009], seed);
@@ -193,7 +193,7 @@ async fn rest_errors_past_the_clients_retries_resume_at_the_first_unconfirmed_pa
 async fn a_rest_api_down_for_twenty_seconds_loses_nothing() {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup { agent_delay_ms: 0 }).await;
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
     wecom.emu.down_for(Duration::from_secs(20));
     let down_at = Instant::now();
     for i in 0..20u64 {
@@ -241,7 +241,7 @@ async fn a_rest_api_down_for_twenty_seconds_loses_nothing() {
 async fn one_users_slow_download_delays_nobody_else() {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup { agent_delay_ms: 0 }).await;
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
     let media = wecom
         .emu
         .add_media(b"\x89PNG\r\n\x1a\n slow picture", "image/png", "slow.png");
@@ -292,5 +292,64 @@ async fn one_users_slow_download_delays_nobody_else() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_lists_retries_and_drops_undelivered_replies() {
+    let wecom = Wecom::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // No automatic retry within the test: only the operator's `retry` delivers.
+    let setup = Setup {
+        outbox_retry_secs: 3600,
+        ..Setup::FAST
+    };
+    let gw = Gateway::start(dir.path(), &wecom, &setup).await;
+    wecom.emu.set_down(true);
+    for (i, user) in ["keep", "drop"].iter().enumerate() {
+        let s = wecom.text(user, &format!("for {user}"), 70_000 + i as u64);
+        deliver(&wecom.callback_url(&s), &s).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.health().await["undelivered"] != 2 {
+        assert!(Instant::now() < deadline, "{}", gw.health().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, list) = gw.cli(&["outbox", "list"]);
+    assert!(ok, "{list}");
+    assert!(
+        list.contains("to user:") && list.contains("failed"),
+        "{list}"
+    );
+    let id_of = |user: &str| -> String {
+        let lines: Vec<&str> = list.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.contains(&format!("echo: for {user}")))
+            .unwrap_or_else(|| panic!("{user} not listed: {list}"));
+        lines[i - 1].split_whitespace().next().unwrap().to_owned()
+    };
+    let (ok, out) = gw.cli(&["outbox", "drop", &id_of("drop")]);
+    assert!(ok, "{out}");
+    let (ok, out) = gw.cli(&["outbox", "drop", "999999"]);
+    assert!(!ok, "dropping an unknown id must fail: {out}");
+
+    wecom.emu.set_down(false);
+    let (ok, out) = gw.cli(&["outbox", "retry"]);
+    assert!(ok && out.contains("retrying"), "{out}");
+    let expected = ["echo: for keep".to_owned()];
+    let t = settle(&wecom.emu, &expected).await;
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    assert!(
+        !wecom.emu.sent_contents().iter().any(|(u, _)| u == "drop"),
+        "a dropped reply was sent"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.health().await["undelivered"] != 0 {
+        assert!(Instant::now() < deadline, "{}", gw.health().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, list) = gw.cli(&["outbox", "list"]);
+    assert!(list.contains("outbox is empty"), "{list}");
     gw.stop().await;
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::{deliver, settle, Gateway, Setup, Wecom};
 
 /// Senders, each with its own conversation.
+/// Senders, each with a conversation of their own.
 const USERS: usize = 60;
 /// Within the per-conversation queue (8 waiting), as people type: more would be answered with
 /// the "too many messages" notice by design.
@@ -29,6 +30,7 @@ async fn kill_9_mid_burst_three_times_loses_and_repeats_nothing() {
         &wecom,
         &Setup {
             agent_delay_ms: 150,
+            ..Setup::FAST
         },
     )
     .await;

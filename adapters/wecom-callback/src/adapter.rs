@@ -179,7 +179,7 @@ impl PlatformAdapter for WeComCallbackAdapter {
             routes: self.routes.clone(),
             outbound: self.outbound.clone(),
         });
-        let intake = intake::start(processor, &tasks, &stop);
+        let intake = intake::start(processor, &tasks, &stop).await;
         let mut routes: HashMap<String, Vec<Arc<crate::config::AppConfig>>> = HashMap::new();
         for app in self.routes.apps() {
             routes

@@ -163,7 +163,10 @@ pub struct Processor {
 
 /// Starts the lanes; returns the intake for the HTTP handlers. Workers stop when `stop` is
 /// cancelled, between jobs; unprocessed jobs stay journaled for the next start.
-pub fn start(
+///
+/// The journal of earlier runs is read here, before the caller starts serving: a callback
+/// accepted from now on is never mistaken for a leftover and processed twice.
+pub async fn start(
     processor: Arc<Processor>,
     tasks: &tokio_util::task::TaskTracker,
     stop: &CancellationToken,
@@ -181,22 +184,23 @@ pub fn start(
         tasks: tasks.clone(),
         deadline: ACCEPT_DEADLINE,
     };
-    // Re-queue what an earlier run journaled but did not finish, without delaying startup.
-    let (scope, stop) = (intake.scope.clone(), stop.clone());
-    tasks.spawn(async move {
-        let store = &processor.ctx.store;
-        let instance = &processor.ctx.instance;
-        migrate_legacy_journal(store.as_ref(), instance, &scope).await;
-        let entries = match store.intake_pending(&scope).await {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(instance = %instance, error = %e, "Could not read the callback journal; unfinished callbacks wait for the next start.");
-                return;
-            }
-        };
-        if !entries.is_empty() {
-            info!(instance = %instance, count = entries.len(), "Resuming journaled callbacks.");
+    let scope = intake.scope.clone();
+    let store = processor.ctx.store.clone();
+    let instance = processor.ctx.instance.clone();
+    migrate_legacy_journal(store.as_ref(), &instance, &scope).await;
+    let entries = match store.intake_pending(&scope).await {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(instance = %instance, error = %e, "Could not read the callback journal; unfinished callbacks wait for the next start.");
+            Vec::new()
         }
+    };
+    if !entries.is_empty() {
+        info!(instance = %instance, count = entries.len(), "Resuming journaled callbacks.");
+    }
+    // Re-queue them in the background: waiting for room in the lanes must not delay startup.
+    let stop = stop.clone();
+    tasks.spawn(async move {
         for entry in entries {
             let Ok(job) = serde_json::from_str::<Job>(&entry.payload) else {
                 warn!(instance = %instance, "Dropping an unreadable journal entry.");
