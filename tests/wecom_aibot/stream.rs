@@ -261,3 +261,63 @@ async fn not_subscribed_resubscribes_on_the_same_socket_and_still_delivers() {
     assert_eq!(emu.expect_reply(&q.req_id).await.text(), "echo: again");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_fallback_that_fails_midway_resumes_at_the_first_unconfirmed_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let y = yaml(
+        "  outbox_retry_secs: 1\n",
+        "",
+        &instance(
+            "wecom",
+            &emu.url(),
+            "bot-1",
+            "secret-1",
+            "      text_max_bytes: 1000\n",
+        ),
+    );
+    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
+    emu.wait_subscribed(1).await;
+    // The stream window closes, so the answer goes out in three pieces; WeCom refuses the
+    // second piece once.
+    emu.fail_next(Match::stream_final(), 846608);
+    emu.fail(Match::cmd("aibot_send_msg").containing("PARTB"), 40058, 1);
+    let text = format!(
+        "PARTA {}\nPARTB {}\nPARTC {}",
+        "a".repeat(900),
+        "b".repeat(900),
+        "c".repeat(900)
+    );
+    emu.push_text(Chat::dm("alice"), &text);
+    // Every markdown piece the gateway sent, by route (passive reply or proactive send).
+    let pieces = |frames: &[wecom_emulator::openws::Received]| -> Vec<String> {
+        frames
+            .iter()
+            .filter(|r| r.body()["msgtype"] == "markdown")
+            .map(|r| {
+                r.body()["markdown"]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let frames = emu
+        .wait_for("the last piece", |f| {
+            pieces(f).iter().any(|c| c.contains("PARTC"))
+        })
+        .await;
+    let got = pieces(&frames);
+    let count = |part: &str| got.iter().filter(|c| c.contains(part)).count();
+    // PARTB twice: the refused attempt and the retry; nothing before it is repeated.
+    assert_eq!(
+        (count("PARTA"), count("PARTB"), count("PARTC")),
+        (1, 2, 1),
+        "{:?}",
+        got.iter()
+            .map(|c| &c[..12.min(c.len())])
+            .collect::<Vec<_>>()
+    );
+    gw.stop().await;
+}

@@ -176,10 +176,13 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::mpsc;
 
+    /// A test job: (sender, sequence number).
+    type TestJob = (String, u32);
+
     fn lanes(
         capacity: usize,
         workers: usize,
-    ) -> (Lanes<(String, u32)>, mpsc::UnboundedReceiver<(String, u32)>) {
+    ) -> (Lanes<TestJob>, mpsc::UnboundedReceiver<TestJob>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let work: Work<(String, u32)> = Arc::new(move |job: (String, u32)| {
             let tx = tx.clone();

@@ -421,9 +421,19 @@ impl PlatformAdapter for WeComAdapter {
     }
 
     async fn send(&self, target: &Target, message: &OutboundMessage) -> Result<(), AdapterError> {
+        self.send_logged(target, message, &gateway_core::NoLog)
+            .await
+    }
+
+    async fn send_logged(
+        &self,
+        target: &Target,
+        message: &OutboundMessage,
+        log: &dyn gateway_core::DeliveryLog,
+    ) -> Result<(), AdapterError> {
         let chat = Self::chat_of(target)?;
         self.inner
-            .deliver_text(&chat, message.body(), crate::send::Via::default())
+            .deliver_text_logged(&chat, message.body(), crate::send::Via::default(), log)
             .await
     }
 

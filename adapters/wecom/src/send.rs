@@ -4,7 +4,7 @@
 //! inbound `req_id` is the real path; the proactive send is still tried last because some bots
 //! are allowed it. This is also the fallback of the stream engine.
 
-use gateway_core::{AdapterError, ChatAddress};
+use gateway_core::{AdapterError, ChatAddress, DeliveryLog, NoLog};
 use tracing::{debug, warn};
 
 use crate::adapter::{to_adapter_error, Inner};
@@ -33,9 +33,26 @@ impl Inner {
         text: &str,
         via: Via,
     ) -> Result<(), AdapterError> {
-        let pieces = gateway_core::text::split_by_bytes(text, self.cfg.text_max_bytes);
-        for piece in pieces.iter().filter(|p| !p.trim().is_empty()) {
+        self.deliver_text_logged(chat, text, via, &NoLog).await
+    }
+
+    /// [`Inner::deliver_text`], telling `log` the pieces and each one WeCom confirmed, so a
+    /// retry resumes after the last confirmed piece (DESIGN.md "Delivery guarantee").
+    pub(crate) async fn deliver_text_logged(
+        &self,
+        chat: &ChatAddress,
+        text: &str,
+        via: Via,
+        log: &dyn DeliveryLog,
+    ) -> Result<(), AdapterError> {
+        let pieces: Vec<String> = gateway_core::text::split_by_bytes(text, self.cfg.text_max_bytes)
+            .into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .collect();
+        log.planned(&pieces).await;
+        for (i, piece) in pieces.iter().enumerate() {
             self.deliver_piece(chat, piece, &via).await?;
+            log.confirmed(i).await;
         }
         Ok(())
     }

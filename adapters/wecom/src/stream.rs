@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use gateway_core::{AdapterError, ChatAddress, InboundMessage, ReplySink, TurnOutcome};
+use gateway_core::{
+    AdapterError, ChatAddress, DeliveryLog, InboundMessage, ReplySink, TurnOutcome,
+};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -221,10 +223,16 @@ impl ReplySink for StreamSink {
         Ok(())
     }
 
-    async fn finish(
+    async fn finish(self: Box<Self>, text: &str, outcome: TurnOutcome) -> Result<(), AdapterError> {
+        self.finish_logged(text, outcome, &gateway_core::NoLog)
+            .await
+    }
+
+    async fn finish_logged(
         mut self: Box<Self>,
         text: &str,
         outcome: TurnOutcome,
+        log: &dyn DeliveryLog,
     ) -> Result<(), AdapterError> {
         debug!(instance = %self.inner.instance, ?outcome, "Finishing a reply.");
         let inner = self.inner.clone();
@@ -251,7 +259,7 @@ impl ReplySink for StreamSink {
         if !usable && !st.dead {
             debug!(instance = %inner.instance, "Reply route is stale (reconnect or restart); answering without the stream.");
         }
-        let result = finalize(&inner, &target, st, text, usable).await;
+        let result = finalize(&inner, &target, st, text, usable, log).await;
         if opened {
             if let Some(r) = &target.req_id {
                 inner.stream_closed(r);
@@ -337,7 +345,7 @@ async fn run_pump(
 async fn abandon(inner: &Inner, target: &Target, st: PumpState, text: &str) -> PumpState {
     warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its bubble.");
     let text = if text.trim().is_empty() { "…" } else { text };
-    if let Err(e) = finalize(inner, target, st, text, true).await {
+    if let Err(e) = finalize(inner, target, st, text, true, &gateway_core::NoLog).await {
         warn!(instance = %inner.instance, error = %e, "Could not close an abandoned reply.");
     }
     if let Some(r) = &target.req_id {
@@ -460,13 +468,19 @@ async fn final_frame(
 
 /// Ends the reply: collects mid-stream seals, sends the final frames, and delivers whatever
 /// did not reach the user through the non-stream path.
+///
+/// `log` first hears the whole text as one part (the stream); when a fallback is needed it hears
+/// the fallback's pieces instead, each confirmed as it goes, so a retry from the outbox repeats
+/// neither what the stream showed nor a piece already sent.
 async fn finalize(
     inner: &Inner,
     target: &Target,
     mut st: PumpState,
     text: &str,
     usable: bool,
+    log: &dyn DeliveryLog,
 ) -> Result<(), AdapterError> {
+    log.planned(&[text.to_owned()]).await;
     if let Some(rx) = st.outstanding.take() {
         let r = rx.await.unwrap_or(Err(ReqError::Disconnected));
         st.note(&r);
@@ -502,6 +516,7 @@ async fn finalize(
     }
     let pending: String = missing.concat();
     if pending.trim().is_empty() {
+        log.confirmed(0).await;
         return Ok(());
     }
     let via = Via {
@@ -513,7 +528,7 @@ async fn finalize(
         control: true,
     };
     inner
-        .deliver_text(&target.chat, &pending, via)
+        .deliver_text_logged(&target.chat, &pending, via, log)
         .await
         .map_err(|e| {
             AdapterError::Undelivered(format!("the stream and every fallback failed: {e}"))

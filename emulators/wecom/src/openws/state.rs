@@ -91,6 +91,7 @@ pub struct Match {
     msgtype: Option<String>,
     finish: Option<bool>,
     req_id: Option<String>,
+    containing: Option<String>,
 }
 
 impl Match {
@@ -100,6 +101,13 @@ impl Match {
             cmd: Some(cmd.to_owned()),
             ..Self::default()
         }
+    }
+
+    /// Narrows the match to frames whose body mentions `text` anywhere (a piece of a split
+    /// answer, say).
+    pub fn containing(mut self, text: &str) -> Self {
+        self.containing = Some(text.to_owned());
+        self
     }
 
     /// Stream frames with `finish: true`.
@@ -146,6 +154,10 @@ impl Match {
                 .req_id
                 .as_deref()
                 .is_none_or(|r| frame["headers"]["req_id"] == r)
+            && self
+                .containing
+                .as_deref()
+                .is_none_or(|t| body.to_string().contains(t))
     }
 }
 
