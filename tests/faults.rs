@@ -8,6 +8,8 @@
 //!
 //! Run alone with `cargo test --test faults -- --nocapture` to see the counts.
 
+#[path = "faults/aibot.rs"]
+mod aibot;
 #[path = "faults/callback.rs"]
 mod callback;
 #[path = "faults/crash.rs"]
@@ -93,17 +95,23 @@ impl Gateway {
     /// Writes the config (callback app of `wecom`, echo agent, outbox retried every second)
     /// and starts the gateway; returns once `/health` answers.
     async fn start(dir: &Path, wecom: &Wecom, setup: &Setup) -> Self {
-        let listen = format!("127.0.0.1:{}", free_port());
         let mut extra = wecom.app.config();
         extra["host"] = "127.0.0.1".into();
         extra["port"] = wecom.port.into();
         extra["api_base_url"] = wecom.emu.base_url().into();
         extra["retry_backoff_ms"] = 100.into();
+        let platforms = format!("platforms:\n  wecom_callback:\n    extra: {extra}\n");
+        Self::launch(dir, &platforms, setup).await
+    }
+
+    /// Writes a config with `platforms` (a YAML `platforms:` section), the echo agent and an
+    /// outbox retried per `setup`, and starts the gateway.
+    async fn launch(dir: &Path, platforms: &str, setup: &Setup) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
         let data = dir.join("data");
         let yaml = format!(
             "gateway:\n  data_dir: {}\n  listen: {listen}\n  outbox_retry_secs: {}\n\
-             agent:\n  backend: echo\n  delay_ms: {}\n\
-             platforms:\n  wecom_callback:\n    extra: {extra}\n",
+             agent:\n  backend: echo\n  delay_ms: {}\n{platforms}",
             data.display(),
             setup.outbox_retry_secs,
             setup.agent_delay_ms

@@ -50,9 +50,17 @@ pub struct Received {
     pub frame: Value,
     /// When it arrived (tokio time).
     pub at: Instant,
+    /// The errcode the emulator answered it with (`0` for success); `None` while unanswered
+    /// (a withheld ACK, a ping left unanswered).
+    pub answered: Option<i64>,
 }
 
 impl Received {
+    /// True when the emulator answered the frame with success.
+    pub fn accepted(&self) -> bool {
+        self.answered == Some(0)
+    }
+
     /// The frame's `cmd`.
     pub fn cmd(&self) -> &str {
         self.frame["cmd"].as_str().unwrap_or("")
@@ -393,8 +401,25 @@ impl State {
         true
     }
 
-    /// Handles one client frame; returns what to write.
+    /// Handles one client frame; returns what to write. The answer's errcode is noted on the
+    /// frame's log entry.
     pub(crate) fn handle(&mut self, conn: u64, text: &str, now: Instant) -> Vec<Write> {
+        let logged = self.log.len();
+        let writes = self.handle_frame(conn, text, now);
+        if let Some(entry) = self.log.get_mut(logged) {
+            let req_id = entry.frame["headers"]["req_id"].clone();
+            entry.answered = writes.iter().find_map(|w| match &w.out {
+                Out::Text(t) => serde_json::from_str::<Value>(t)
+                    .ok()
+                    .filter(|v| v["headers"]["req_id"] == req_id)
+                    .and_then(|v| v["errcode"].as_i64()),
+                _ => None,
+            });
+        }
+        writes
+    }
+
+    fn handle_frame(&mut self, conn: u64, text: &str, now: Instant) -> Vec<Write> {
         let Ok(frame) = serde_json::from_str::<Value>(text) else {
             self.violations
                 .push(format!("conn {conn}: frame is not JSON"));
@@ -406,6 +431,7 @@ impl State {
             bot: bot.clone(),
             frame: frame.clone(),
             at: now,
+            answered: None,
         });
         let cmd = frame["cmd"].as_str().unwrap_or("").to_owned();
         let req_id = frame["headers"]["req_id"].as_str().unwrap_or("").to_owned();
