@@ -62,12 +62,12 @@ async fn drops_expiries_and_a_take_over_lose_and_repeat_nothing() {
                 })
                 .await;
                 assert!(emu.drop_connection());
-                println!("fault suite: AI Bot: socket dropped after {n} messages");
+                super::report(&format!("AI Bot: socket dropped after {n} messages"));
             }
             if n == 50 {
                 emu.wait_subscribed(3).await;
                 assert!(emu.kick());
-                println!("fault suite: AI Bot: taken over after {n} messages");
+                super::report(&format!("AI Bot: taken over after {n} messages"));
             }
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -97,13 +97,13 @@ async fn drops_expiries_and_a_take_over_lose_and_repeat_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!(
-        "fault suite: AI Bot: {} messages, 2 drops, 3 × 846608, a take-over and a restart: \
+    super::report(&format!(
+        "AI Bot: {} messages, 2 drops, 3 × 846608, a take-over and a restart: \
          accepted {} answered {} lost {lost} twice {twice}",
         expected.len(),
         expected.len(),
         expected.len() - lost
-    );
+    ));
     assert_eq!((lost, twice), (0, 0), "{}", gw.log_text());
     gw.stop().await;
 }

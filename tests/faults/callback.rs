@@ -164,7 +164,7 @@ async fn answers_under_rest_errors(rate: f64, seed: u64) -> (super::Tally, u64) 
     );
     let undelivered = gw.metric("gateway_undelivered_total").await;
     t.print(&format!(
-        "{n} multi-part answers, {:.0} % REST errors ({failed} failed sends, {undelivered} replies resumed from the outbox)",
+        "{n} multi-part answers counted by part, {:.0} % REST errors ({failed} failed sends, {undelivered} replies resumed from the outbox)",
         rate * 100.0
     ));
     gw.stop().await;
@@ -277,7 +277,9 @@ async fn one_users_slow_download_delays_nobody_else() {
             .any(|(u, _)| u == "slowpoke"),
         "the slow user's answer came first"
     );
-    println!("fault suite: slow download: worst answer latency of 16 other users {worst:?}");
+    super::report(&format!(
+        "slow download: worst answer latency of 16 other users {worst:?}"
+    ));
     assert!(worst < Duration::from_secs(1), "worst latency {worst:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !wecom

@@ -76,11 +76,11 @@ async fn kill_9_mid_burst_three_times_loses_and_repeats_nothing() {
         }
         let held = wecom.emu.sends_waiting();
         gw.kill9();
-        println!(
-            "fault suite: kill -9 #{round}: {} accepted, {} answers sent, {held} sends in flight",
+        super::report(&format!(
+            "kill -9 #{round}: {} accepted, {} answers sent, {held} sends in flight",
             accepted.load(Ordering::SeqCst),
             wecom.emu.sent().len()
-        );
+        ));
         // The dead process's held sends are dropped with its connections, undelivered.
         let deadline = Instant::now() + Duration::from_secs(10);
         while wecom.emu.sends_waiting() > 0 {
