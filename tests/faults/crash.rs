@@ -65,12 +65,15 @@ async fn kill_9_mid_burst_three_times_loses_and_repeats_nothing() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let sent = wecom.emu.sent().len() - sent_at_start;
-            if gw.delivered().await as usize == sent {
+            let delivered = gw.delivered().await as usize;
+            if delivered == sent {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "deliveries never settled before kill {round}"
+                "deliveries never settled before kill {round}: the API took {sent}, the gateway \
+                 recorded {delivered}\n{}",
+                gw.log_text()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -360,8 +360,22 @@ impl PlatformAdapter for LoopbackAdapter {
 
     async fn disconnect(&self) {
         *self.out.lock().unwrap() = None;
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        let mut tasks = tasks.into_iter();
+        let (writer, reader) = (tasks.next(), tasks.next());
+        // The reader holds a sender: stop it first, so the channel closes once the writer has
+        // written every frame already queued (a final queued just before shutdown must not be
+        // lost with an aborted writer). Bounded, like a real adapter's flush.
+        if let Some(r) = reader {
+            r.abort();
+        }
+        if let Some(mut w) = writer {
+            if tokio::time::timeout(Duration::from_secs(5), &mut w)
+                .await
+                .is_err()
+            {
+                w.abort();
+            }
         }
     }
 

@@ -14,10 +14,14 @@
 //! emu.fail_next_send(45009);                          // next message/send: rate limited
 //! emu.untrusted_ip(Some("203.0.113.7"));              // every call: 60020
 //! emu.fail_sends_at_rate(0.3, &[-1, 42001, 45009], 7); // 30 % of sends fail, reproducibly
+//! emu.set_down(true);                                 // every call: HTTP 503 until set_down(false)
 //! emu.down_for(Duration::from_secs(20));              // every call: HTTP 503 for 20 s
 //! emu.pause_sends();                                  // sends wait unanswered…
+//! emu.wait_sends_waiting(1).await;                    // (one is held now: sends_waiting() == 1)
 //! emu.resume_sends();                                 // …until released
 //! emu.delay_media_get(&media_id, Duration::from_secs(10)); // one slow download
+//! let texts = emu.sent_contents();                    // [(touser, content)] of text/markdown
+//! let two = emu.wait_sent_until(|s| s.len() >= 2, Duration::from_secs(1)).await; // None: timeout
 //! ```
 
 mod multipart;
@@ -316,7 +320,13 @@ impl FakeWeComApi {
     /// in turn (e.g. `[-1, 42001, 45009]`); `seed` makes the sequence reproducible. A 42001
     /// also expires the token used, as a real expiry would. Failed sends are in
     /// [`FakeWeComApi::calls`] with their errcode and never in [`FakeWeComApi::sent`].
-    /// `fail_sends_at_rate(0.0, &[], 0)` turns it off.
+    /// `fail_sends_at_rate(0.0, &[], 0)` turns it off (as does an empty `codes`); calling it
+    /// again replaces the setting and restarts the sequence.
+    ///
+    /// One draw per `message/send` that reaches the injection step (after the queued
+    /// [`FakeWeComApi::fail_next`] and [`FakeWeComApi::untrusted_ip`] failures), so the same
+    /// seed and the same sequence of sends fail the same sends. A send whose token is refused
+    /// (missing, unknown, expired) still draws, and answers the token's errcode.
     pub fn fail_sends_at_rate(&self, rate: f64, codes: &[i64], seed: u64) {
         use rand::SeedableRng as _;
         self.shared.with(|s| {
@@ -330,20 +340,24 @@ impl FakeWeComApi {
     }
 
     /// While `down`, every endpoint answers HTTP 503 with no JSON (a load balancer in front of
-    /// a dead backend). Such calls are recorded with errcode [`DOWN_ERRCODE`].
+    /// a dead backend). Such calls are recorded with errcode [`DOWN_ERRCODE`]. A call arriving
+    /// while down is refused at once, without waiting out a paused send, a queued delay or a
+    /// per-media delay (queued failures and delays are kept for after the outage).
     pub fn set_down(&self, down: bool) {
         self.shared.with(|s| s.down = down.then_some(None));
     }
 
-    /// Down (see [`FakeWeComApi::set_down`]) for `d` from now, then up by itself.
+    /// Down (see [`FakeWeComApi::set_down`]) for `d` from now, then up by itself (checked as
+    /// calls arrive). A `d` too large for an `Instant` means down until `set_down(false)`.
     pub fn down_for(&self, d: Duration) {
-        let until = std::time::Instant::now() + d;
-        self.shared.with(|s| s.down = Some(Some(until)));
+        let until = std::time::Instant::now().checked_add(d);
+        self.shared.with(|s| s.down = Some(until));
     }
 
     /// `message/send` requests wait in the handler, unanswered, until
     /// [`FakeWeComApi::resume_sends`]. A held send whose client gives up (or dies) is not
-    /// delivered: its handler is dropped with the connection before it records anything.
+    /// delivered: its handler is dropped with the connection before it records anything (it
+    /// is in neither [`FakeWeComApi::sent`] nor [`FakeWeComApi::calls`]).
     pub fn pause_sends(&self) {
         self.shared.with(|s| s.sends_paused = true);
     }
@@ -359,8 +373,18 @@ impl FakeWeComApi {
         self.shared.with(|s| s.sends_waiting)
     }
 
+    /// Waits until exactly `n` sends are held (`1`: a send has arrived and waits; `0`: the held
+    /// sends were released or their clients went away), or panics after [`WAIT_TIMEOUT`].
+    pub async fn wait_sends_waiting(&self, n: usize) {
+        self.wait_for(&format!("{n} held send(s)"), |s| {
+            (s.sends_waiting == n).then_some(())
+        })
+        .await
+    }
+
     /// `media/get` of `media_id` answers only after `d`, every time (one user's slow download
-    /// while the others are fast).
+    /// while the others are fast). Calling it again replaces the delay; `Duration::ZERO`
+    /// makes it fast again.
     pub fn delay_media_get(&self, media_id: &str, d: Duration) {
         self.shared
             .with(|s| s.media_delays.insert(media_id.to_owned(), d));
@@ -448,19 +472,44 @@ impl FakeWeComApi {
 
     /// Waits until `cond` holds for the state (checked on every change), or panics after
     /// [`WAIT_TIMEOUT`].
-    async fn wait_for<R>(&self, what: &str, mut cond: impl FnMut(&State) -> Option<R>) -> R {
-        let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+    async fn wait_for<R>(&self, what: &str, cond: impl FnMut(&State) -> Option<R>) -> R {
+        match self.wait_until(WAIT_TIMEOUT, cond).await {
+            Some(r) => r,
+            None => panic!("timed out waiting for {what}"),
+        }
+    }
+
+    /// Waits until `cond` holds for the state (checked on every change), or `None` after
+    /// `timeout`.
+    async fn wait_until<R>(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&State) -> Option<R>,
+    ) -> Option<R> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(r) = cond(&self.shared.state.lock().unwrap_or_else(|p| p.into_inner())) {
-                return r;
+                return Some(r);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {what}");
+                return None;
             }
         }
+    }
+
+    /// Waits until `pred` holds for the successful sends so far (checked on every change) and
+    /// returns them, or `None` after `timeout` (so it also shows that something did *not*
+    /// arrive in time).
+    pub async fn wait_sent_until(
+        &self,
+        mut pred: impl FnMut(&[SentMessage]) -> bool,
+        timeout: Duration,
+    ) -> Option<Vec<SentMessage>> {
+        self.wait_until(timeout, |s| pred(&s.sent).then(|| s.sent.clone()))
+            .await
     }
 
     /// Waits until at least `n` messages were sent; returns all of them.

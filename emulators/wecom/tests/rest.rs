@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wecom_emulator::rest::{Endpoint, FakeApp, FakeWeComApi};
+use wecom_emulator::rest::{Endpoint, FakeApp, FakeWeComApi, DOWN_ERRCODE};
 
 const VECTORS: &str = include_str!("fixtures/wecom-callback.json");
 
@@ -264,41 +264,55 @@ fn text_body(agent_id: i64, n: usize) -> Value {
 
 #[tokio::test]
 async fn random_send_failures_are_reproducible_and_never_recorded_as_sent() {
-    let mut counts = Vec::new();
+    let mut runs = Vec::new();
     for _ in 0..2 {
         let emu = FakeWeComApi::start().await;
         let app = emu.app("wwF", 1000002);
         emu.fail_sends_at_rate(0.3, &[-1, 42001, 45009], 7);
-        let (mut failed, mut ok) = (0, 0);
+        let (mut failed, mut delivered) = (Vec::new(), Vec::new());
         let mut tok = token(&emu, &app).await;
         for n in 0..200 {
             let v = send(&emu, &tok, text_body(1000002, n)).await;
             match v["errcode"].as_i64().unwrap() {
-                0 => ok += 1,
+                0 => delivered.push(format!("m{n}")),
                 42001 => {
-                    failed += 1;
+                    failed.push((n, 42001));
                     // The token really expired: the next use is refused until a new one.
                     let again = send(&emu, &tok, text_body(1000002, n)).await;
                     assert_eq!(again["errcode"], 42001);
                     tok = token(&emu, &app).await;
                 }
-                -1 | 45009 => failed += 1,
+                code @ (-1 | 45009) => failed.push((n, code)),
                 other => panic!("unexpected errcode {other}"),
             }
         }
-        assert_eq!(emu.sent().len(), ok);
-        assert!((40..=80).contains(&failed), "{failed} of 200 failed");
-        counts.push(failed);
+        assert!((40..=80).contains(&failed.len()), "{failed:?}");
+        for code in [-1, 42001, 45009] {
+            assert!(failed.iter().any(|&(_, c)| c == code), "no {code}");
+        }
+        // Exactly the successful ones are sent; the failed ones are calls with their errcode.
+        let contents: Vec<String> = emu.sent_contents().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(contents, delivered);
+        let failed_calls = emu
+            .calls_to(Endpoint::Send)
+            .iter()
+            .filter(|c| [-1, 45009].contains(&c.errcode))
+            .count();
+        let random_42001 = failed.iter().filter(|&&(_, c)| c == 42001).count();
+        assert_eq!(failed_calls + random_42001, failed.len());
         emu.fail_sends_at_rate(0.0, &[], 0);
         assert_eq!(
             send(&emu, &tok, text_body(1000002, 999)).await["errcode"],
             0
         );
+        runs.push(failed);
     }
-    assert_eq!(
-        counts[0], counts[1],
-        "the same seed gives the same failures"
-    );
+    assert_eq!(runs[0], runs[1], "the same seed fails the same sends");
+}
+
+async fn status(r: reqwest::RequestBuilder) -> (u16, Vec<u8>) {
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
 #[tokio::test]
@@ -306,48 +320,110 @@ async fn a_down_api_answers_503_and_comes_back() {
     let emu = FakeWeComApi::start().await;
     let app = emu.app("wwD", 1000002);
     let tok = token(&emu, &app).await;
+    let media = emu.add_media(b"picture bytes", "image/png", "p.png");
     emu.set_down(true);
+    let http = reqwest::Client::new();
     let url = format!("{}/cgi-bin/message/send?access_token={tok}", emu.base_url());
-    let r = reqwest::Client::new()
-        .post(&url)
-        .json(&text_body(1000002, 1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    let r = reqwest::get(format!(
+    let send_down = || http.post(&url).json(&text_body(1000002, 1));
+    let (code, body) = status(send_down()).await;
+    assert_eq!(
+        (code, serde_json::from_slice::<Value>(&body).is_ok()),
+        (503, false)
+    );
+    let gettoken = format!(
         "{}/cgi-bin/gettoken?corpid=wwD&corpsecret={}",
         emu.base_url(),
         app.secret
-    ))
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    assert!(emu.sent().is_empty());
-    // The token fetched before going down, then two calls answered 503.
-    let codes: Vec<i64> = emu.calls().iter().map(|c| c.errcode).collect();
+    );
+    assert_eq!(status(http.get(&gettoken)).await.0, 503);
+    let upload = reqwest::multipart::Part::bytes(b"%PDF-1.7 file".to_vec()).file_name("r.pdf");
+    let upload = http
+        .post(format!(
+            "{}/cgi-bin/media/upload?access_token={tok}&type=file",
+            emu.base_url()
+        ))
+        .multipart(reqwest::multipart::Form::new().part("media", upload));
+    assert_eq!(status(upload).await.0, 503);
+    let media_get = format!(
+        "{}/cgi-bin/media/get?access_token={tok}&media_id={media}",
+        emu.base_url()
+    );
+    assert_eq!(status(http.get(&media_get)).await.0, 503);
+    assert!(emu.sent().is_empty() && emu.uploads().is_empty());
+    // The token fetched before going down, then four calls answered 503.
+    let calls: Vec<(Endpoint, i64)> = emu
+        .calls()
+        .iter()
+        .map(|c| (c.endpoint, c.errcode))
+        .collect();
     assert_eq!(
-        codes,
+        calls,
         [
-            0,
-            wecom_emulator::rest::DOWN_ERRCODE,
-            wecom_emulator::rest::DOWN_ERRCODE
+            (Endpoint::GetToken, 0),
+            (Endpoint::Send, DOWN_ERRCODE),
+            (Endpoint::GetToken, DOWN_ERRCODE),
+            (Endpoint::Upload, DOWN_ERRCODE),
+            (Endpoint::MediaGet, DOWN_ERRCODE),
         ]
     );
     emu.set_down(false);
     assert_eq!(send(&emu, &tok, text_body(1000002, 2)).await["errcode"], 0);
-    // down_for ends by itself.
-    emu.down_for(Duration::from_millis(300));
-    let r = reqwest::Client::new()
-        .post(&url)
-        .json(&text_body(1000002, 3))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+
+    // down_for ends by itself: poll until it answers again, no fixed sleep.
+    let d = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    emu.down_for(d);
+    assert_eq!(status(send_down()).await.0, 503);
+    loop {
+        let (code, _) = status(http.get(&gettoken)).await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503);
+        assert!(started.elapsed() < Duration::from_secs(10), "still down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() >= d, "up after {:?}", started.elapsed());
     assert_eq!(send(&emu, &tok, text_body(1000002, 4)).await["errcode"], 0);
     assert_eq!(emu.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_down_api_refuses_on_arrival_and_keeps_queued_delays_for_later() {
+    let emu = FakeWeComApi::start().await;
+    let app = emu.app("wwR", 1000002);
+    let tok = token(&emu, &app).await;
+    let media = emu.add_media(b"picture bytes", "image/png", "p.png");
+    emu.pause_sends();
+    emu.delay_next(Endpoint::Send, Duration::from_millis(200));
+    emu.delay_media_get(&media, Duration::from_secs(30));
+    emu.set_down(true);
+    // Neither the pause nor the delays make a down fake wait before its 503.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let url = format!("{}/cgi-bin/message/send?access_token={tok}", emu.base_url());
+    assert_eq!(
+        status(http.post(&url).json(&text_body(1000002, 1))).await.0,
+        503
+    );
+    let media_get = format!(
+        "{}/cgi-bin/media/get?access_token={tok}&media_id={media}",
+        emu.base_url()
+    );
+    assert_eq!(status(http.get(&media_get)).await.0, 503);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(emu.sends_waiting(), 0);
+    // Back up: the queued delay was not used up by the outage.
+    emu.set_down(false);
+    emu.resume_sends();
+    emu.delay_media_get(&media, Duration::ZERO);
+    let started = std::time::Instant::now();
+    assert_eq!(send(&emu, &tok, text_body(1000002, 2)).await["errcode"], 0);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(get(media_get).await.1, b"picture bytes");
 }
 
 #[tokio::test]
@@ -357,37 +433,41 @@ async fn paused_sends_wait_and_one_whose_client_gave_up_is_not_delivered() {
     let tok = token(&emu, &app).await;
     emu.pause_sends();
     let url = format!("{}/cgi-bin/message/send?access_token={tok}", emu.base_url());
-    // One client gives up after 200 ms; another waits.
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap()
-        .post(&url)
-        .json(&text_body(1000002, 1))
-        .send();
+    // One client gives up after a second; another waits.
+    let impatient = tokio::spawn(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+            .post(&url)
+            .json(&text_body(1000002, 1))
+            .send(),
+    );
     let patient = tokio::spawn({
         let (emu, tok) = (emu.clone(), tok.clone());
         async move { send(&emu, &tok, text_body(1000002, 2)).await }
     });
-    assert!(
-        impatient.await.is_err(),
-        "the held send must not be answered"
-    );
-    // Readiness, not a sleep: wait until only the patient send is held.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while emu.sends_waiting() != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "waiting: {}",
-            emu.sends_waiting()
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(emu.sent().is_empty());
+    // Readiness, not a sleep: both sends reached the handler and are held there.
+    emu.wait_sends_waiting(2).await;
+    assert!(emu
+        .wait_sent_until(|s| !s.is_empty(), Duration::from_millis(50))
+        .await
+        .is_none());
+    let gave_up = impatient.await.unwrap().unwrap_err();
+    assert!(gave_up.is_timeout(), "{gave_up}");
+    // Its connection closed, so its handler was dropped: only the patient send is held.
+    emu.wait_sends_waiting(1).await;
+    assert!(emu.sent().is_empty() && emu.calls_to(Endpoint::Send).is_empty());
     emu.resume_sends();
     assert_eq!(patient.await.unwrap()["errcode"], 0);
+    let sent = emu
+        .wait_sent_until(|s| s.len() == 1, Duration::from_secs(5))
+        .await
+        .expect("the patient send");
+    assert_eq!(sent[0].content(), Some("m2"));
     assert_eq!(emu.sent_contents(), vec![("u".to_owned(), "m2".to_owned())]);
+    // The send whose client gave up is nowhere: not sent, not even a call.
+    assert_eq!(emu.calls_to(Endpoint::Send).len(), 1);
     assert_eq!(emu.sends_waiting(), 0);
 }
 

@@ -58,6 +58,25 @@ enum Injected {
     Down,
 }
 
+/// Whether the fake is down now; a `down_for` that ran out is lifted here.
+fn is_down(s: &mut ApiState) -> bool {
+    match s.down {
+        Some(Some(until)) if Instant::now() >= until => {
+            s.down = None;
+            false
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// A down fake answers on arrival, like a load balancer in front of a dead backend: before a
+/// send is held, before a queued or per-media delay. (Requests that arrived while it was up
+/// and went down while they waited are refused by [`prelude`].)
+fn refuse_if_down(shared: &Shared, endpoint: Endpoint) -> Option<Response> {
+    shared.with(|s| is_down(s).then(|| down(s, endpoint)))
+}
+
 /// Applies a queued delay, then the injected failures (down first, then untrusted IP, then a
 /// queued errcode, then a random send failure). Returns what to answer instead, if anything.
 async fn prelude(shared: &Shared, endpoint: Endpoint) -> Option<Injected> {
@@ -66,10 +85,8 @@ async fn prelude(shared: &Shared, endpoint: Endpoint) -> Option<Injected> {
         tokio::time::sleep(d).await;
     }
     shared.with(|s| {
-        match s.down {
-            Some(Some(until)) if Instant::now() >= until => s.down = None,
-            Some(_) => return Some(Injected::Down),
-            None => {}
+        if is_down(s) {
+            return Some(Injected::Down);
         }
         if let Some(ip) = s.untrusted_ip.clone() {
             return Some(Injected::Code(60020, errmsg(60020, Some(&ip))));
@@ -148,6 +165,9 @@ fn record(s: &mut ApiState, endpoint: Endpoint, errcode: i64, app: Option<usize>
 async fn gettoken(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
     let corp = params.get("corpid").cloned().unwrap_or_default();
     let secret = params.get("corpsecret").cloned().unwrap_or_default();
+    if let Some(refused) = refuse_if_down(&shared, Endpoint::GetToken) {
+        return refused;
+    }
     let injected = prelude(&shared, Endpoint::GetToken).await;
     shared.with(|s| {
         let app = s.apps.iter().position(|a| a.corp_id == corp && a.secret == secret);
@@ -174,6 +194,9 @@ async fn gettoken(State(shared): State<Arc<Shared>>, Query(params): Params) -> R
 }
 
 async fn send(State(shared): State<Arc<Shared>>, Query(params): Params, body: Bytes) -> Response {
+    if let Some(refused) = refuse_if_down(&shared, Endpoint::Send) {
+        return refused;
+    }
     hold_if_paused(&shared).await;
     let injected = prelude(&shared, Endpoint::Send).await;
     shared.with(|s| {
@@ -238,6 +261,9 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = refuse_if_down(&shared, Endpoint::Upload) {
+        return refused;
+    }
     let injected = prelude(&shared, Endpoint::Upload).await;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -291,6 +317,9 @@ async fn upload(
 }
 
 async fn media_get(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    if let Some(refused) = refuse_if_down(&shared, Endpoint::MediaGet) {
+        return refused;
+    }
     let slow = params
         .get("media_id")
         .and_then(|id| shared.with(|s| s.media_delays.get(id).copied()));
