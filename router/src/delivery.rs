@@ -118,6 +118,17 @@ impl OutboxLog {
         self.shared.clock.now()
     }
 
+    /// A new outbox row for this delivery, about to be sent.
+    fn entry(&self) -> OutboxEntry {
+        OutboxEntry::sending(
+            &self.instance,
+            self.target.clone(),
+            &self.text,
+            self.inbox_id.clone(),
+            self.now(),
+        )
+    }
+
     /// True once the platform confirmed any part: from then on the delivery must continue
     /// where it stopped, never start over on another path.
     pub fn started(&self) -> bool {
@@ -151,13 +162,7 @@ impl OutboxLog {
         let result = match id {
             Some(id) => store.outbox_attempt(id, &message, state).await,
             None => {
-                let mut entry = OutboxEntry::sending(
-                    &self.instance,
-                    self.target.clone(),
-                    &self.text,
-                    self.inbox_id.clone(),
-                    self.now(),
-                );
+                let mut entry = self.entry();
                 entry.state = state;
                 entry.last_error = message;
                 store.outbox_put(&entry).await.map(|_| ())
@@ -198,13 +203,7 @@ impl DeliveryLog for OutboxLog {
                 }
             }
             None => {
-                let mut entry = OutboxEntry::sending(
-                    &self.instance,
-                    self.target.clone(),
-                    &self.text,
-                    self.inbox_id.clone(),
-                    self.now(),
-                );
+                let mut entry = self.entry();
                 entry.parts = parts.to_vec();
                 match store.outbox_put(&entry).await {
                     Ok(id) => {
