@@ -315,3 +315,120 @@ fn every_adapter_key_is_documented_in_the_readme_and_the_example_config() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let config = |port: u16| {
+        let path = dir.path().join(format!("config-{port}.yaml"));
+        let data = dir.path().join("data");
+        std::fs::write(
+            &path,
+            format!(
+                "gateway:\n  listen: 127.0.0.1:{port}\n  data_dir: {}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first_cfg = config(free());
+    let mut first = gateway(dir.path())
+        .args(["run", "-c"])
+        .arg(&first_cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Readiness: the running gateway publishes its admin file.
+    let admin = dir.path().join("data/admin.json");
+    for _ in 0..400 {
+        if admin.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        admin.exists(),
+        "the first gateway never published admin.json"
+    );
+
+    let mut second = gateway(dir.path())
+        .args(["run", "-c"])
+        .arg(config(free()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must give up at once; one that starts serving is killed and fails the test.
+    let mut refused = None;
+    for _ in 0..400 {
+        if let Some(status) = second.try_wait().unwrap() {
+            refused = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if refused.is_none() {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = refused.unwrap_or_else(|| panic!("a second gateway started on the same data dir"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("already runs") && stderr.contains(&first.id().to_string()),
+        "the message must name the running gateway: {stderr}"
+    );
+    // The refused one removed nothing of the running one's.
+    assert!(
+        admin.exists(),
+        "the second gateway deleted the first one's admin.json"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first gateway stopped"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    // Once it is gone, the data dir is free again.
+    let mut again = gateway(dir.path())
+        .args(["run", "-c"])
+        .arg(&first_cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if admin.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        admin.exists(),
+        "the data dir stayed locked after the first gateway exited"
+    );
+    Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || again.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}

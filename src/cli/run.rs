@@ -17,6 +17,14 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
         Err(f) => return Ok(f.report()),
     };
     let agent = super::build_agent(&cfg.agent)?;
+    // Held until the process exits (the kernel releases it even after SIGKILL).
+    let _lock = match lock_data_dir(&cfg.gateway.data_dir)? {
+        Ok(lock) => lock,
+        Err(message) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let store = open_store(&cfg.gateway.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen)
         .await
@@ -31,6 +39,53 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
     tokio::spawn(signal_watch(shutdown.clone()));
     gateway.run(Some(listener), shutdown).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lock file inside a data dir.
+const LOCK_FILE: &str = "gateway.lock";
+
+/// Takes the exclusive lock that makes a data dir one gateway's: a second `gateway run` on it
+/// would share the journals and, on exit, remove the first one's `admin.json`. `Ok(Err(text))`
+/// names the gateway that holds it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<Result<std::fs::File, String>> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = router::admin::AdminInfo::read(dir)
+                .map(|a| format!(" (pid {}, listening on {})", a.pid, a.listen))
+                .or_else(|| {
+                    std::fs::read_to_string(&path)
+                        .ok()
+                        .map(|pid| pid.trim().to_string())
+                        .filter(|pid| !pid.is_empty())
+                        .map(|pid| format!(" (pid {pid})"))
+                })
+                .unwrap_or_default();
+            return Ok(Err(format!(
+                "Another gateway{holder} already runs on the data dir {}. Stop it first, or give \
+                 this one its own gateway.data_dir.",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    // For the message above when the holder published no admin file.
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(Ok(file))
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
