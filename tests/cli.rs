@@ -316,6 +316,39 @@ fn every_adapter_key_is_documented_in_the_readme_and_the_example_config() {
     }
 }
 
+/// Starts `gateway run -c cfg` with quiet output.
+fn spawn_run(dir: &Path, cfg: &Path) -> std::process::Child {
+    gateway(dir)
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 10 s) for a file: a running gateway's admin file is its readiness signal.
+async fn wait_for_file(path: &Path) -> bool {
+    for _ in 0..400 {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// SIGTERM, then the exit status.
+async fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,23 +373,11 @@ async fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_ru
         path
     };
     let first_cfg = config(free());
-    let mut first = gateway(dir.path())
-        .args(["run", "-c"])
-        .arg(&first_cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_run(dir.path(), &first_cfg);
     // Readiness: the running gateway publishes its admin file.
     let admin = dir.path().join("data/admin.json");
-    for _ in 0..400 {
-        if admin.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     assert!(
-        admin.exists(),
+        wait_for_file(&admin).await,
         "the first gateway never published admin.json"
     );
 
@@ -397,38 +418,12 @@ async fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_ru
         "the first gateway stopped"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    assert!(terminate(first).await.success());
     // Once it is gone, the data dir is free again.
-    let mut again = gateway(dir.path())
-        .args(["run", "-c"])
-        .arg(&first_cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..400 {
-        if admin.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let again = spawn_run(dir.path(), &first_cfg);
     assert!(
-        admin.exists(),
+        wait_for_file(&admin).await,
         "the data dir stayed locked after the first gateway exited"
     );
-    Command::new("kill")
-        .args(["-TERM", &again.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || again.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    assert!(terminate(again).await.success());
 }
