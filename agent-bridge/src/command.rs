@@ -114,7 +114,14 @@ impl CommandBackend {
             inner: Arc::new(Inner {
                 program: program.clone(),
                 args: cfg.command[1..].to_vec(),
-                env: cfg.env.clone(),
+                env: {
+                    // The program's environment is where its credentials go: none of them may
+                    // reach a log line or a chat through its stderr or error text.
+                    for value in cfg.env.0.values() {
+                        gateway_core::redact::register(value);
+                    }
+                    cfg.env.clone()
+                },
                 cwd: cfg.cwd.clone(),
                 mode: cfg.mode,
                 timeout: Duration::from_secs(cfg.timeout_secs),

@@ -87,6 +87,8 @@ impl ResolvedHeaders {
 
     /// Remembers a secret value and each of its words (the token of `Bearer <token>`).
     fn remember(&mut self, value: &str) {
+        // Process-wide too, for the log writer and every notice the router shows.
+        gateway_core::redact::register(value);
         let candidates = std::iter::once(value).chain(value.split_whitespace());
         for c in candidates {
             if c.len() >= MIN_SCRUB_LEN && !self.secrets.iter().any(|s| s.expose_secret() == c) {

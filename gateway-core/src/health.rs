@@ -105,9 +105,9 @@ impl HealthReporter {
         self.with(|h| h.last_inbound = Some(Utc::now()));
     }
 
-    /// Records an error (the caller redacts secrets; errors here never carry them).
+    /// Records an error, scrubbed of secrets (it is served by `/health`).
     pub fn error(&self, message: impl Into<String>) {
-        let message = message.into();
+        let message = crate::redact::scrub_string(message.into());
         self.with(|h| {
             h.last_error = Some(message);
             h.last_error_at = Some(Utc::now());

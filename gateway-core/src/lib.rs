@@ -12,6 +12,8 @@ pub mod memory_store;
 pub mod model;
 pub mod pairing;
 pub mod policy;
+pub mod private_fs;
+pub mod redact;
 pub mod session;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]

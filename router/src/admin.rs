@@ -53,7 +53,7 @@ impl AdminInfo {
 
     /// Writes the file with owner-only permissions.
     pub fn write(&self, data_dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(data_dir)?;
+        gateway_core::private_fs::create_private_dir(data_dir)?;
         let path = data_dir.join(ADMIN_FILE);
         let tmp = data_dir.join(format!(".{ADMIN_FILE}.tmp"));
         let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -212,7 +212,7 @@ pub async fn send(
             );
             (
                 StatusCode::BAD_GATEWAY,
-                Json(json!({"error": e.to_string()})),
+                Json(json!({"error": gateway_core::redact::scrub_string(e.to_string())})),
             )
         }
     }

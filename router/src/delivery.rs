@@ -156,7 +156,9 @@ impl OutboxLog {
     /// unconfirmed part (it is written now if the adapter failed before planning).
     pub async fn failed(&self, error: &AdapterError) {
         let state = state_after(error);
-        let message = error.to_string();
+        // Stored and shown by `gateway outbox list`: an API that echoes its URL must not leave
+        // an access token there.
+        let message = gateway_core::redact::scrub_string(error.to_string());
         let id = self.record().id;
         let store = &self.shared.store;
         let result = match id {

@@ -65,7 +65,11 @@ fn final_text(partial: &str, end: &AgentEnd) -> String {
             return "(The agent returned an empty answer.)".into()
         }
         AgentEnd::Completed => return partial.to_string(),
-        AgentEnd::Failed(e) => format!("⚠️ {}", e.user_message()),
+        // Scrubbed: an agent's own error text may echo its request (a key, a header).
+        AgentEnd::Failed(e) => format!(
+            "⚠️ {}",
+            gateway_core::redact::scrub(&e.user_message())
+        ),
         AgentEnd::Cancelled(CancelReason::UserStop) => "⏹ Stopped.".to_string(),
         AgentEnd::Cancelled(CancelReason::Interrupted) => {
             "⏩ Interrupted by a newer message.".to_string()

@@ -22,10 +22,15 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("gateway.db")
 }
 
+/// Creates the data dir owner-only (`0700`): it holds chat history and the admin token.
+pub fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    gateway_core::private_fs::create_private_dir(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))
+}
+
 /// Opens (creating if needed) the SQLite store in `data_dir`.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    create_data_dir(data_dir)?;
     let store = store_sqlite::SqliteStore::open(&db_path(data_dir))
         .with_context(|| format!("cannot open the state database in {}", data_dir.display()))?;
     Ok(Arc::new(store))

@@ -21,7 +21,7 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let _lock = match lock_data_dir(&cfg.gateway.data_dir)? {
         Ok(lock) => lock,
         Err(message) => {
-            eprintln!("{message}");
+            crate::logging::stderr_line(&message);
             return Ok(ExitCode::from(1));
         }
     };
@@ -49,10 +49,12 @@ const LOCK_FILE: &str = "gateway.lock";
 /// names the gateway that holds it.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<Result<std::fs::File, String>> {
     use std::io::Write as _;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    super::create_data_dir(dir)?;
     let path = dir.join(LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .create(true)
         .truncate(false)
         .read(true)
@@ -88,7 +90,8 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Result<std::fs::File, String>> {
     Ok(Ok(file))
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
+/// Cancels `token` on SIGINT or SIGTERM. The token is cancelled before anything is logged: the
+/// shutdown must not depend on a log line getting out.
 async fn signal_watch(token: CancellationToken) {
     #[cfg(unix)]
     {
@@ -100,16 +103,18 @@ async fn signal_watch(token: CancellationToken) {
             tracing::error!("Cannot install signal handlers; stop the gateway with SIGKILL.");
             return;
         };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received."),
-            _ = int.recv() => info!("SIGINT received."),
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        token.cancel();
+        info!("{name} received; draining.");
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
     }
-    token.cancel();
 }
 
 /// Validates the config; prints every problem; exit 2 when there is one.

@@ -75,7 +75,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             Err(Through::Refused(msg)) => {
-                eprintln!("Not sent: {msg}");
+                crate::logging::stderr_line(&format!("Not sent: {msg}"));
                 return Ok(ExitCode::from(1));
             }
             Err(Through::NotRunning) => {
@@ -118,7 +118,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("Not sent: {e}");
+            crate::logging::stderr_line(&format!("Not sent: {e}"));
             Ok(ExitCode::from(1))
         }
     }

@@ -115,7 +115,19 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::open`] with explicit options.
+    /// The database file is made owner-only (`0600`) before SQLite opens it, which gives its
+    /// `-wal` and `-shm` files the same mode: the store holds chat history.
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        gateway_core::private_fs::ensure_private_file(path)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            if side.exists() {
+                let _ = gateway_core::private_fs::restrict_file(&side);
+            }
+        }
         let conn = Connection::open(path).map_err(sql_err)?;
         Self::start(conn, path.to_path_buf(), options)
     }

@@ -68,6 +68,9 @@ impl std::fmt::Debug for WeComCallbackAdapter {
 impl WeComCallbackAdapter {
     /// An adapter for `instance` from its validated config. No I/O happens here.
     pub fn new(instance: &str, config: CallbackConfig) -> Result<Self, AdapterError> {
+        for app in &config.apps {
+            gateway_core::redact::register(secrecy::ExposeSecret::expose_secret(&app.corp_secret));
+        }
         let api = ApiClient::new(&config.api_base_url, &config.apps, config.retry_backoff)
             .map_err(|e| AdapterError::Io(e.to_string()))?;
         let apps = config.apps.iter().cloned().map(Arc::new).collect();

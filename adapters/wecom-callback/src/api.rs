@@ -251,6 +251,8 @@ impl ApiClient {
             .get("expires_in")
             .and_then(Value::as_u64)
             .unwrap_or(7200);
+        // Access tokens travel in query strings; an echoed URL must not show one.
+        gateway_core::redact::register_runtime(token);
         Ok((SecretString::from(token), expires_in.max(2)))
     }
 

@@ -145,6 +145,8 @@ impl WeComCrypto {
             ));
         }
         let key = decode_encoding_aes_key(encoding_aes_key)?;
+        gateway_core::redact::register(token);
+        gateway_core::redact::register(encoding_aes_key);
         Ok(Self {
             token: SecretString::from(token),
             key,

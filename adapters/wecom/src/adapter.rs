@@ -275,6 +275,7 @@ pub struct WeComAdapter {
 impl WeComAdapter {
     /// An adapter for `instance` with a validated config, connecting over the network.
     pub fn new(instance: &str, cfg: WeComConfig) -> Self {
+        gateway_core::redact::register(secrecy::ExposeSecret::expose_secret(&cfg.secret));
         Self {
             inner: Arc::new(Inner::new(instance, cfg, None)),
         }
@@ -282,6 +283,7 @@ impl WeComAdapter {
 
     /// An adapter that opens its connections through `connector`.
     pub fn with_connector(instance: &str, cfg: WeComConfig, connector: Arc<dyn Connector>) -> Self {
+        gateway_core::redact::register(secrecy::ExposeSecret::expose_secret(&cfg.secret));
         Self {
             inner: Arc::new(Inner::new(instance, cfg, Some(connector))),
         }

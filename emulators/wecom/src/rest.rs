@@ -171,6 +171,8 @@ struct State {
     sends_waiting: usize,
     /// `media/get` of these media ids answers only after the delay.
     media_delays: HashMap<String, Duration>,
+    /// Error answers quote the request line (see [`FakeWeComApi::echo_requests_in_errors`]).
+    echo_requests: bool,
 }
 
 /// Random failures of `message/send` (see [`FakeWeComApi::fail_sends_at_rate`]).
@@ -347,6 +349,14 @@ impl FakeWeComApi {
         self.shared.with(|s| s.down = down.then_some(None));
     }
 
+    /// While set, every error answer quotes the full request line, query string included — as
+    /// some proxies and API gateways do — so secrets in the URL (`corpsecret`, `access_token`)
+    /// come back in `errmsg` (or in the plain-text body of a 503). For testing that the
+    /// gateway never repeats them.
+    pub fn echo_requests_in_errors(&self, on: bool) {
+        self.shared.with(|s| s.echo_requests = on);
+    }
+
     /// Down (see [`FakeWeComApi::set_down`]) for `d` from now, then up by itself (checked as
     /// calls arrive). A `d` too large for an `Instant` means down until `set_down(false)`.
     pub fn down_for(&self, d: Duration) {
@@ -454,6 +464,11 @@ impl FakeWeComApi {
             .into_iter()
             .filter(|c| c.endpoint == endpoint)
             .collect()
+    }
+
+    /// Every access token issued so far (to check that none leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.with(|s| s.tokens.keys().cloned().collect())
     }
 
     /// Successful `gettoken` calls for `corp_id` so far.

@@ -28,7 +28,43 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/cgi-bin/media/upload", post(upload))
         .route("/cgi-bin/media/get", get(media_get))
         .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            echo_request,
+        ))
         .with_state(shared)
+}
+
+/// With `echo_requests` on, appends ` (request: METHOD URI)` to the `errmsg` of every error
+/// answer, or to the body of a non-JSON one.
+async fn echo_request(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let line = format!("{} {}", req.method(), req.uri());
+    let resp = next.run(req).await;
+    if !shared.with(|s| s.echo_requests) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "body").into_response();
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let new_body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut v) if v["errcode"].as_i64().unwrap_or(0) != 0 => {
+            let msg = v["errmsg"].as_str().unwrap_or_default().to_string();
+            v["errmsg"] = Value::String(format!("{msg} (request: {line})"));
+            Bytes::from(v.to_string())
+        }
+        Err(_) if !parts.status.is_success() => Bytes::from(format!(
+            "{} (request: {line})",
+            String::from_utf8_lossy(&bytes)
+        )),
+        _ => bytes,
+    };
+    Response::from_parts(parts, axum::body::Body::from(new_body))
 }
 
 fn error_json(code: i64, message: &str) -> Response {

@@ -1,0 +1,293 @@
+//! Production hardening, proven on the real binary: secrets never reach a user, a log line,
+//! `/health`, the outbox table or `gateway send`'s output; SIGTERM works with a closed stderr;
+//! no colour escapes off a terminal; the data dir and its files are owner-only.
+
+#[path = "support/binary.rs"]
+mod binary;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use binary::{deliver, free_port, Gateway, Setup, Wecom};
+use wecom_emulator::rest::Endpoint;
+
+/// Fails with the text when any of `secrets` occurs in it.
+fn assert_clean(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "{what} shows the secret {s:?}:\n{text}");
+    }
+}
+
+/// Polls `cond` (every 20 ms) until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A WeCom API (or a proxy in front of it) that quotes the request URL in its errors returns
+/// `corpsecret` and `access_token`; none of it may come out of the gateway. (Multi-threaded:
+/// the emulator must keep answering while `gateway send` blocks this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_echoed_by_the_wecom_api_reach_no_log_health_outbox_or_send_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let wecom = Wecom::start().await;
+    wecom.emu.echo_requests_in_errors(true);
+    // The first gettoken fails (its URL carries corpsecret), then every send is refused for
+    // good (its URL carries the access token).
+    wecom.emu.fail_next(Endpoint::GetToken, 40001);
+    wecom.emu.fail_sends_at_rate(1.0, &[60011], 7);
+    let corp_secret = wecom.app.config()["corp_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
+
+    let signed = wecom.text("alice", "hello", 1);
+    deliver(&wecom.callback_url(&signed), &signed).await;
+    // The reply is refused; the outbox keeps it with the (echoed) error.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            gw.cli(&["outbox", "list"]).1.contains("60011")
+        })
+        .await,
+        "the refused reply never reached the outbox: {}",
+        gw.cli(&["outbox", "list"]).1
+    );
+    let (sent, send_out) = gw.cli(&[
+        "send",
+        "--platform",
+        "wecom_callback",
+        "--to",
+        "user:alice",
+        "--text",
+        "hi",
+    ]);
+    assert!(!sent, "{send_out}\n{}", gw.log_text());
+    let health = gw.health().await.to_string();
+    let (_, outbox) = gw.cli(&["outbox", "list"]);
+    let db = rusqlite::Connection::open(gw.data.join("gateway.db")).unwrap();
+    let stored: Vec<String> = db
+        .prepare("SELECT last_error FROM outbox")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    gw.stop().await;
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+
+    // The API did echo them (else this test would prove nothing)...
+    let tokens = wecom.emu.issued_tokens();
+    assert!(!tokens.is_empty(), "no token was issued");
+    assert!(
+        !wecom.emu.calls_to(Endpoint::Send).is_empty(),
+        "no send reached the API"
+    );
+    assert!(log.contains("(request: "), "the API echoed nothing:\n{log}");
+    // ...and the gateway repeated none of them.
+    let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    secrets.push(&corp_secret);
+    assert_clean("the log", &log, &secrets);
+    assert_clean("/health", &health, &secrets);
+    assert_clean("`gateway outbox list`", &outbox, &secrets);
+    assert_clean("the outbox table", &stored.join("\n"), &secrets);
+    assert_clean("`gateway send`", &send_out, &secrets);
+    assert!(send_out.contains("[redacted]"), "{send_out}\n{log}");
+    assert!(
+        stored.iter().any(|e| e.contains("access_token=[redacted]")),
+        "{stored:?}"
+    );
+}
+
+/// A command backend whose error echoes its credentials (an `env` value, a bearer token, an
+/// `x-key` header) and prints them on stderr: the user sees the error without them, and the
+/// log keeps none of them.
+#[test]
+fn an_agent_error_echoing_its_credentials_reaches_the_user_and_the_log_scrubbed() {
+    const ENV_SECRET: &str = "cmd-SECRET-77aa1b2c";
+    const BEARER: &str = "sk-live-0f9e8d7c6b";
+    const HEADER: &str = "xk-SECRET-1234abcd";
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread line\necho \"calling upstream with $MY_KEY and Authorization: Bearer {BEARER}\" >&2\n\
+             printf '%s\\n' \"{{\\\"type\\\":\\\"error\\\",\\\"message\\\":\\\"upstream 401: key $MY_KEY, x-key: {HEADER}, Bearer {BEARER}\\\"}}\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent:\n  backend: command\n  command: [/bin/sh, {}]\n  env:\n    MY_KEY: {ENV_SECRET}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("RUST_LOG", "debug")
+        .args(["chat", "--once", "hi", "-c"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shown.contains("upstream 401"),
+        "the error was not shown: {shown}\n{log}"
+    );
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(
+        log.contains("calling upstream"),
+        "stderr was not logged:\n{log}"
+    );
+    for (what, text) in [("the user", &shown), ("the log", &log)] {
+        assert_clean(what, text, &[ENV_SECRET, BEARER, HEADER]);
+    }
+}
+
+/// A config for a gateway with the echo agent and no platform, listening on a free port.
+fn plain_config(dir: &Path) -> (std::path::PathBuf, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway:\n  data_dir: {}\n  listen: {listen}\nagent:\n  backend: echo\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    (cfg, listen)
+}
+
+/// Waits until the gateway answers `/health` (its readiness signal).
+async fn wait_health(listen: &str, child: &mut std::process::Child) {
+    let url = format!("http://{listen}/health");
+    let up = eventually(Duration::from_secs(30), || async {
+        reqwest::get(&url).await.is_ok()
+    })
+    .await;
+    assert!(up, "no /health; exited: {:?}", child.try_wait());
+}
+
+fn sigterm(child: &std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// With stderr a pipe whose reader is gone, every log line fails to write; SIGTERM must still
+/// stop the gateway, with exit 0.
+#[tokio::test]
+async fn sigterm_with_a_closed_stderr_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, listen) = plain_config(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    wait_health(&listen, &mut child).await;
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Logs to a pipe carry no ANSI escapes, even with a `TERM` that supports colour.
+#[tokio::test]
+async fn logs_to_a_pipe_have_no_colour_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, listen) = plain_config(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_health(&listen, &mut child).await;
+    sigterm(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Gateway starting"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log:\n{log:?}"
+    );
+}
+
+/// Under umask 022 (files 0644, dirs 0755 by default) the data dir is 0700 and the database,
+/// its WAL files, the lock and the admin file 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_0700_and_its_files_0600_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, listen) = plain_config(dir.path());
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" run -c \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_gateway"))
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_health(&listen, &mut child).await;
+    let data = dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let admin = data.join("admin.json");
+    assert!(
+        eventually(Duration::from_secs(10), || async { admin.exists() }).await,
+        "no admin.json"
+    );
+    assert_eq!(mode(&data), 0o700, "data dir");
+    for name in [
+        "gateway.db",
+        "gateway.db-wal",
+        "gateway.db-shm",
+        "gateway.lock",
+        "admin.json",
+    ] {
+        let p = data.join(name);
+        assert!(p.exists(), "{name} missing");
+        assert_eq!(mode(&p), 0o600, "{name}: {:o}", mode(&p));
+    }
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
