@@ -74,6 +74,15 @@ impl Dispatcher {
                 format!("⏳ Queued (position {position}): I will answer after the current reply."),
             ),
             SubmitOutcome::QueueFull => {
+                warn!(
+                    instance = %msg.instance,
+                    session = %self.key_of(msg),
+                    "A conversation has too many messages waiting (sessions.max_queue); refusing one with a notice to the user."
+                );
+                self.shared.metrics.inc(
+                    "gateway_messages_refused_total",
+                    &[("instance", &msg.instance), ("reason", "queue_full")],
+                );
                 self.shared.notify(
                     msg,
                     "⚠️ Too many messages are waiting in this conversation; this one was not processed. \

@@ -24,6 +24,10 @@ const HELP: &[(&str, &str)] = &[
         "Inbound messages refused by the access policy.",
     ),
     (
+        "gateway_messages_refused_total",
+        "Inbound messages refused with a notice to the user, by reason (queue_full: sessions.max_queue).",
+    ),
+    (
         "gateway_messages_duplicate_total",
         "Inbound messages dropped as duplicates.",
     ),

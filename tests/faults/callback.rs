@@ -49,7 +49,14 @@ async fn post_and_vanish(url: &str, body: &str, cut: Cut, linger: Duration) {
 async fn clients_that_disconnect_at_every_point_of_the_accept_lose_nothing() {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
+    // A slowish agent, so that turns overlap the retries; 300 senders of 3 messages each, so
+    // that no conversation has more waiting than `sessions.max_queue` (8) allows, however slow
+    // the machine (an overflow is refused with a notice: a different test's subject).
+    let setup = Setup {
+        agent_delay_ms: 30,
+        ..Setup::FAST
+    };
+    let gw = Gateway::start(dir.path(), &wecom, &setup).await;
     // Where the client goes away: mid-headers, mid-body, right after the request, and at
     // growing delays after it (during decryption, the journal write, the answer).
     let lingers_us = [0u64, 0, 0, 50, 200, 500, 1_000, 2_000, 5_000, 20_000];
@@ -60,7 +67,7 @@ async fn clients_that_disconnect_at_every_point_of_the_accept_lose_nothing() {
             let wecom = &wecom;
             async move {
                 let signed = wecom.text(
-                    &format!("u{}", i % 30),
+                    &format!("u{}", i % 300),
                     &format!("vanish {i}"),
                     10_000 + i as u64,
                 );
@@ -84,7 +91,13 @@ async fn clients_that_disconnect_at_every_point_of_the_accept_lose_nothing() {
         .await;
     let t = settle(&wecom.emu, &expected).await;
     t.print("900 disconnect-then-retry callbacks");
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    let refused = gw.metric("gateway_messages_refused_total").await;
+    assert_eq!(
+        (t.lost, t.twice, refused),
+        (0, 0, 0),
+        "{t:?}\n{}",
+        gw.warnings()
+    );
     gw.stop().await;
 }
 
@@ -119,14 +132,15 @@ async fn a_store_locked_longer_than_the_client_waits_loses_nothing() {
     let expected: Vec<String> = (0..20).map(|i| format!("echo: locked {i}")).collect();
     let t = settle(&wecom.emu, &expected).await;
     t.print("20 callbacks during a 4.5 s store lock, 3 s client");
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", gw.warnings());
     gw.stop().await;
 }
 
 /// 40 answers of about 5,000 bytes (three or four parts each, every part distinct) while
 /// `message/send` fails at `rate` (-1, 42001 and 45009 in turn). Returns the tally of parts and
-/// how many replies went to the outbox after the client's own retries gave up.
-async fn answers_under_rest_errors(rate: f64, seed: u64) -> (super::Tally, u64) {
+/// how many replies went to the outbox after the client's own retries gave up, and the
+/// gateway's warnings.
+async fn answers_under_rest_errors(rate: f64, seed: u64) -> (super::Tally, u64, String) {
     let wecom = Wecom::start().await;
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
@@ -167,26 +181,27 @@ async fn answers_under_rest_errors(rate: f64, seed: u64) -> (super::Tally, u64) 
         "{n} multi-part answers counted by part, {:.0} % REST errors ({failed} failed sends, {undelivered} replies resumed from the outbox)",
         rate * 100.0
     ));
+    let warnings = gw.warnings();
     gw.stop().await;
-    (t, undelivered)
+    (t, undelivered, warnings)
 }
 
 #[tokio::test]
 async fn thirty_percent_rest_errors_repeat_no_part() {
-    let (t, _) = answers_under_rest_errors(0.3, 20261202).await;
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    let (t, _, warnings) = answers_under_rest_errors(0.3, 20261202).await;
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{warnings}");
 }
 
 /// Harsher than WeCom gets: the client's own retries give up on many parts, so replies are
 /// resumed from the outbox after a confirmed part 1 or 2; none of those parts comes twice.
 #[tokio::test]
 async fn rest_errors_past_the_clients_retries_resume_at_the_first_unconfirmed_part() {
-    let (t, resumed) = answers_under_rest_errors(0.6, 7).await;
+    let (t, resumed, warnings) = answers_under_rest_errors(0.6, 7).await;
     assert!(
         resumed > 0,
         "no reply went through the outbox: the test proves nothing"
     );
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{warnings}");
 }
 
 #[tokio::test]
@@ -224,7 +239,7 @@ async fn a_rest_api_down_for_twenty_seconds_loses_nothing() {
     let expected: Vec<String> = (0..20).map(|i| format!("echo: while down {i}")).collect();
     let t = settle(&wecom.emu, &expected).await;
     t.print("20 answers through a 20 s REST outage");
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", gw.warnings());
     // Delivered: the gauge is back at zero.
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.health().await["undelivered"] != 0 {
@@ -341,7 +356,7 @@ async fn the_operator_lists_retries_and_drops_undelivered_replies() {
     assert!(ok && out.contains("retrying"), "{out}");
     let expected = ["echo: for keep".to_owned()];
     let t = settle(&wecom.emu, &expected).await;
-    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}");
+    assert_eq!((t.lost, t.twice), (0, 0), "{t:?}\n{}", gw.warnings());
     assert!(
         !wecom.emu.sent_contents().iter().any(|(u, _)| u == "drop"),
         "a dropped reply was sent"

@@ -227,6 +227,17 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's WARN and ERROR lines (at most the last 40): what a failed count assertion
+    /// shows, so a loss in CI can be explained without the data dir.
+    pub(crate) fn warnings(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     /// SIGTERM and wait for the exit.
     pub(crate) async fn stop(mut self) {
         if let Some(mut c) = self.child.take() {
