@@ -57,16 +57,34 @@ fn single_app(emu: &FakeWeComApi, app: &FakeApp, port: u16) -> Value {
     extra
 }
 
-/// Posts `xml` and waits for the next message the gateway sends; returns it.
-async fn ask(emu: &FakeWeComApi, app: &FakeApp, xml: &str) -> SentMessage {
+/// Posts `xml`, waits for the next message the gateway sends and then for the gateway to be
+/// idle (the turn closed, nothing queued), so that the next `ask` never races the end of this
+/// turn's bookkeeping; returns the message.
+async fn ask(gw: &TestGateway, emu: &FakeWeComApi, app: &FakeApp, xml: &str) -> SentMessage {
     let before = emu.sent().len();
     let r = app.push_xml(xml).await;
     assert_eq!((r.status, r.body.as_str()), (200, "success"));
-    emu.wait_sent(before + 1).await.remove(before)
+    let sent = emu.wait_sent(before + 1).await.remove(before);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = gw.get("/health").await;
+        let h: Value = serde_json::from_str(&body).unwrap_or_default();
+        if h["turns_running"] == 0 && h["messages_queued"] == 0 {
+            return sent;
+        }
+        assert!(Instant::now() < deadline, "the gateway never went idle: {body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
-async fn ask_text(emu: &FakeWeComApi, app: &FakeApp, user: &str, text: &str) -> SentMessage {
-    ask(emu, app, &app.text_xml(user, text, app.next_msg_id())).await
+async fn ask_text(
+    gw: &TestGateway,
+    emu: &FakeWeComApi,
+    app: &FakeApp,
+    user: &str,
+    text: &str,
+) -> SentMessage {
+    ask(gw, emu, app, &app.text_xml(user, text, app.next_msg_id())).await
 }
 
 fn sha16(bytes: &[u8]) -> String {
@@ -118,7 +136,7 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
             "voice" => app.voice_xml("alice", &media_id, "amr", app.next_msg_id()),
             _ => app.media_xml("alice", kind, &media_id, app.next_msg_id()),
         };
-        let reply = ask(&emu, &app, &xml).await;
+        let reply = ask(&gw, &emu, &app, &xml).await;
         let text = reply.content().unwrap();
         let line = format!("{} bytes sha256:{}]", bytes.len(), sha16(bytes));
         assert!(
@@ -132,6 +150,7 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
 
     // Location and link: readable text for the agent (the structured fields travel too).
     let loc = ask(
+        &gw,
         &emu,
         &app,
         &app.location_xml("alice", 23.1066, 113.3245, "广州塔", app.next_msg_id()),
@@ -142,6 +161,7 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
         Some("echo: [location] 广州塔 (23.1066, 113.3245)")
     );
     let link = ask(
+        &gw,
         &emu,
         &app,
         &app.link_xml(
@@ -159,7 +179,7 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
     );
 
     // enter_agent: the welcome text, no agent turn.
-    let welcome = ask(&emu, &app, &app.event_xml("bob", "enter_agent", "", "")).await;
+    let welcome = ask(&gw, &emu, &app, &app.event_xml("bob", "enter_agent", "", "")).await;
     assert_eq!(
         (welcome.touser(), welcome.content()),
         (Some("bob"), Some("Welcome to the agent."))
@@ -184,7 +204,7 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
         assert_eq!((r.status, r.body.as_str()), (200, "success"));
     }
     let sent_before = emu.sent().len();
-    let barrier = ask_text(&emu, &app, "bob", "barrier").await;
+    let barrier = ask_text(&gw, &emu, &app, "bob", "barrier").await;
     assert_eq!(barrier.content(), Some("echo: barrier"));
     assert_eq!(
         emu.sent().len(),
@@ -216,14 +236,14 @@ async fn duplicate_posts_run_one_turn_even_across_a_restart() {
     for _ in 0..3 {
         assert_eq!(app.post(&signed).await.body, "success");
     }
-    ask_text(&emu, &app, "carol", "barrier 1").await;
+    ask_text(&gw, &emu, &app, "carol", "barrier 1").await;
     assert_eq!(echoes(&emu), 1);
     gw.stop().await;
 
     // After a restart the retry is still recognised.
     let gw = start(dir.path(), &yaml).await;
     assert_eq!(app.post(&signed).await.body, "success");
-    ask_text(&emu, &app, "carol", "barrier 2").await;
+    ask_text(&gw, &emu, &app, "carol", "barrier 2").await;
     assert_eq!(echoes(&emu), 1, "replayed after restart: {:?}", emu.sent());
     gw.stop().await;
 }
@@ -237,7 +257,7 @@ async fn token_expiry_rate_limits_and_untrusted_ips_mid_run() {
     let gw = start(dir.path(), &platform_yaml(&single_app(&emu, &app, port))).await;
     app.set_callback_url(format!("http://127.0.0.1:{port}/wecom/callback"));
     assert_eq!(
-        ask_text(&emu, &app, "dan", "one").await.content(),
+        ask_text(&gw, &emu, &app, "dan", "one").await.content(),
         Some("echo: one")
     );
 
@@ -245,14 +265,14 @@ async fn token_expiry_rate_limits_and_untrusted_ips_mid_run() {
     let issued = emu.tokens_issued("wwOps");
     emu.expire_tokens();
     assert_eq!(
-        ask_text(&emu, &app, "dan", "two").await.content(),
+        ask_text(&gw, &emu, &app, "dan", "two").await.content(),
         Some("echo: two")
     );
     assert_eq!(emu.tokens_issued("wwOps"), issued + 1);
 
     // 45009: retried after a backoff, delivered once.
     emu.fail_next_send(45009);
-    let reply = ask_text(&emu, &app, "dan", "three").await;
+    let reply = ask_text(&gw, &emu, &app, "dan", "three").await;
     assert_eq!(reply.content(), Some("echo: three"));
     let calls = emu.calls_to(Endpoint::Send);
     let (limited, ok) = (&calls[calls.len() - 2], &calls[calls.len() - 1]);
@@ -315,11 +335,11 @@ async fn two_corps_on_one_port_reply_through_their_own_app_also_after_restart() 
     for round in ["before", "after"] {
         let gw = start(dir.path(), &yaml).await;
         // The same UserID in both corps: two identities, each answered by its own app.
-        let ra = ask_text(&emu, &a, "alice", &format!("from A {round}")).await;
+        let ra = ask_text(&gw, &emu, &a, "alice", &format!("from A {round}")).await;
         check(&ra, &a, &format!("echo: from A {round}"));
-        let rb = ask_text(&emu, &b, "alice", &format!("from B {round}")).await;
+        let rb = ask_text(&gw, &emu, &b, "alice", &format!("from B {round}")).await;
         check(&rb, &b, &format!("echo: from B {round}"));
-        let who = ask_text(&emu, &b, "alice", "/whoami").await;
+        let who = ask_text(&gw, &emu, &b, "alice", "/whoami").await;
         assert!(
             who.content().unwrap().contains("wwCorpB:alice"),
             "{:?}",
