@@ -291,3 +291,118 @@ async fn the_data_dir_is_0700_and_its_files_0600_under_umask_022() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A config with the echo agent, `listen` and, if given, the callback app of `wecom` on `port`.
+fn config_with(dir: &Path, listen: &str, app: Option<(&Wecom, u16)>) -> std::path::PathBuf {
+    let mut yaml = format!(
+        "gateway:\n  data_dir: {}\n  listen: {listen}\nagent:\n  backend: echo\n",
+        dir.join("data").display()
+    );
+    if let Some((wecom, port)) = app {
+        let mut extra = wecom.app.config();
+        extra["host"] = "127.0.0.1".into();
+        extra["port"] = port.into();
+        extra["api_base_url"] = wecom.emu.base_url().into();
+        yaml.push_str(&format!(
+            "platforms:\n  wecom_callback:\n    extra: {extra}\n"
+        ));
+    }
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    cfg
+}
+
+/// Runs the binary with `args` on a blocking thread (the in-process emulator keeps answering)
+/// and returns its exit code and stderr; fails if it runs longer than a minute.
+async fn run_to_end(args: Vec<String>) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`gateway {}` did not exit", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(words: &[&str], config: &Path) -> Vec<String> {
+    let mut v: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    v.push("-c".into());
+    v.push(config.display().to_string());
+    v
+}
+
+/// A taken `gateway.listen` and a taken callback port end the same way: exit 1 at once, with
+/// the hint that another gateway may hold it (before, the callback port was retried for ever
+/// and the gateway ran half-started).
+#[tokio::test]
+async fn a_taken_listen_or_callback_port_exits_1_with_the_same_hint() {
+    let wecom = Wecom::start().await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(dir.path(), &format!("127.0.0.1:{taken}"), None);
+    let (code, out) = run_to_end(args(&["run"], &cfg)).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("gateway.listen"), "{out}");
+    assert!(out.contains("Another gateway may be running"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = config_with(dir.path(), &listen, Some((&wecom, taken)));
+    let (code, out) = run_to_end(args(&["run"], &cfg)).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("platforms.wecom_callback"), "{out}");
+    assert!(out.contains("Another gateway may be running"), "{out}");
+    drop(held);
+}
+
+/// `gateway send` with no gateway running talks to the REST API only: it succeeds while
+/// another process holds the callback port, and binds nothing.
+#[tokio::test]
+async fn a_direct_send_binds_no_callback_listener() {
+    let wecom = Wecom::start().await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = config_with(dir.path(), &listen, Some((&wecom, taken)));
+    let words = [
+        "send",
+        "--platform",
+        "wecom_callback",
+        "--to",
+        "user:alice",
+        "--text",
+        "sent directly",
+    ];
+    let (code, out) = run_to_end(args(&words, &cfg)).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        wecom
+            .emu
+            .sent_contents()
+            .iter()
+            .any(|(to, text)| to == "alice" && text == "sent directly"),
+        "{:?}",
+        wecom.emu.sent_contents()
+    );
+    drop(held);
+}

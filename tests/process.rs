@@ -45,7 +45,7 @@ fn child_process_entry() {
             term.recv().await;
             token.cancel();
         });
-        gw.run(None, shutdown).await;
+        gw.run(None, shutdown).await.unwrap();
     });
     std::process::exit(0);
 }

@@ -168,7 +168,7 @@ pub(crate) struct PausedGateway {
     /// The store, to inspect the outbox.
     pub store: Arc<MemoryStore>,
     shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
+    handle: tokio::task::JoinHandle<Result<(), router::FatalError>>,
 }
 
 impl PausedGateway {
@@ -213,6 +213,6 @@ impl PausedGateway {
     /// Shuts down and waits.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.handle.await.unwrap();
+        self.handle.await.unwrap().unwrap();
     }
 }

@@ -166,6 +166,13 @@ pub trait PlatformAdapter: Send + Sync {
     /// the first attempt fails; the router retries with backoff.
     async fn connect(&self, ctx: AdapterContext) -> Result<(), AdapterError>;
 
+    /// Connects for sending only (`gateway send` with no gateway running): binds no listener
+    /// and receives nothing it can avoid. The default is [`PlatformAdapter::connect`], for
+    /// platforms that need their connection to send at all.
+    async fn connect_outbound(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        self.connect(ctx).await
+    }
+
     /// Stops serving and waits for the adapter's tasks to finish (bounded by the adapter).
     async fn disconnect(&self);
 

@@ -73,12 +73,25 @@ pub enum AdapterError {
     /// An I/O problem (network, disk).
     #[error("i/o: {0}")]
     Io(String),
+    /// A port the adapter must listen on is taken (by another gateway, or another program).
+    /// Fatal at startup, like a taken `gateway.listen`: retrying would not free it.
+    #[error("{0}")]
+    AddressInUse(String),
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Shutting down.
     #[error("shutting down")]
     Shutdown,
+}
+
+/// What to say about a taken port, the same for `gateway.listen` and an adapter's listener.
+pub fn address_in_use_hint(addr: &str, what: &str) -> String {
+    format!(
+        "cannot listen on {addr} ({what}): the address is in use. Another gateway may be \
+         running with this config (`gateway doctor` shows it), or another program holds the \
+         port (`ss -ltnp` names it); stop it or choose another port."
+    )
 }
 
 impl AdapterError {
@@ -110,6 +123,7 @@ impl AdapterError {
             AdapterError::Unsupported(_) => "unsupported",
             AdapterError::Undelivered(_) => "undelivered",
             AdapterError::Io(_) => "io",
+            AdapterError::AddressInUse(_) => "address_in_use",
             AdapterError::Store(_) => "store",
             AdapterError::Shutdown => "shutdown",
         }

@@ -140,7 +140,7 @@ async fn run_batch(n: usize, users: usize) -> Duration {
     }
     let elapsed = start.elapsed();
     shutdown.cancel();
-    handle.await.unwrap();
+    handle.await.unwrap().unwrap();
     elapsed
 }
 

@@ -20,7 +20,7 @@ use std::path::Path;
 
 pub use config::{ConfigErrors, GatewayConfig};
 pub use registry::{InstancePlan, Registry};
-pub use runtime::Gateway;
+pub use runtime::{FatalError, Gateway};
 
 /// Loads the config file (if any) and the environment, validates every section, and builds every
 /// enabled platform instance. All problems are returned together.

@@ -137,7 +137,15 @@ impl Gateway {
 
     /// Runs until `shutdown` is cancelled, then drains and returns. `listener` serves `/health`
     /// and `/metrics` when given (tests pass one bound to port 0; `gateway chat` passes none).
-    pub async fn run(self, listener: Option<TcpListener>, shutdown: CancellationToken) {
+    ///
+    /// An instance that cannot start for a reason retrying cannot cure (its port is taken) stops
+    /// the whole gateway the same way, and the reason is returned as the error: the operator
+    /// learns at once instead of finding a half-running gateway later.
+    pub async fn run(
+        self,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<(), FatalError> {
         let Gateway {
             config,
             shared,
@@ -205,6 +213,7 @@ impl Gateway {
             })
         };
 
+        let fatal: Arc<std::sync::OnceLock<FatalError>> = Arc::default();
         let sink: Arc<dyn gateway_core::InboundSink> = Arc::new(dispatcher.clone());
         for inst in shared.instances.values() {
             let ctx = AdapterContext {
@@ -217,9 +226,13 @@ impl Gateway {
             };
             let pending = resume.remove(&inst.name).unwrap_or_default();
             supervisors.spawn(supervise(
-                shared.clone(),
-                dispatcher.clone(),
-                inst.name.clone(),
+                Supervised {
+                    shared: shared.clone(),
+                    dispatcher: dispatcher.clone(),
+                    name: inst.name.clone(),
+                    fatal: fatal.clone(),
+                    shutdown: shutdown.clone(),
+                },
                 ctx,
                 pending,
                 adapters_stop.clone(),
@@ -273,19 +286,49 @@ impl Gateway {
             warn!(error = %e, "Store did not close cleanly.");
         }
         info!("Stopped.");
+        match fatal.get() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
+}
+
+/// Why the gateway stopped on its own (see [`Gateway::run`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("platform instance {instance} cannot start: {reason}")]
+pub struct FatalError {
+    /// The instance that could not start.
+    pub instance: String,
+    /// Why, with what to do about it.
+    pub reason: String,
+}
+
+/// What a supervisor needs besides the adapter's context.
+struct Supervised {
+    shared: Arc<Shared>,
+    dispatcher: Dispatcher,
+    name: String,
+    /// Set once by the first instance that cannot start at all.
+    fatal: Arc<std::sync::OnceLock<FatalError>>,
+    /// The gateway's shutdown, cancelled on a fatal error.
+    shutdown: CancellationToken,
 }
 
 /// Starts one instance, retrying with backoff until it connects or the gateway stops, then
 /// resumes its unfinished messages.
 async fn supervise(
-    shared: Arc<Shared>,
-    dispatcher: Dispatcher,
-    name: String,
+    sup: Supervised,
     ctx: AdapterContext,
     pending: Vec<InboundMessage>,
     stop: CancellationToken,
 ) {
+    let Supervised {
+        shared,
+        dispatcher,
+        name,
+        fatal,
+        shutdown,
+    } = sup;
     let Some(inst) = shared.instance(&name) else {
         return;
     };
@@ -303,6 +346,20 @@ async fn supervise(
                 info!(instance = %name, kind = %inst.kind, "Platform instance started.");
                 break;
             }
+            Err(AdapterError::AddressInUse(reason)) => {
+                // Retrying cannot free a port another process holds.
+                inst.health.set_state(InstanceState::Failed {
+                    error: reason.clone(),
+                });
+                inst.health.error(reason.clone());
+                error!(instance = %name, "{reason}");
+                let _ = fatal.set(FatalError {
+                    instance: name.clone(),
+                    reason,
+                });
+                shutdown.cancel();
+                return;
+            }
             Err(e) => {
                 let delay = START_BACKOFF[attempt.min(START_BACKOFF.len() - 1)];
                 attempt += 1;
@@ -319,7 +376,14 @@ async fn supervise(
                     "gateway_errors_total",
                     &[("instance", &name), ("kind", e.kind())],
                 );
-                error!(instance = %name, error = %e, retry_in_secs = delay, "Platform instance failed to start.");
+                warn!(
+                    instance = %name,
+                    error = %e,
+                    attempt,
+                    retry_in_secs = delay,
+                    "Platform instance failed to start; retrying in {delay} s (attempt {attempt}).{}",
+                    network_hint(&e)
+                );
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(delay)) => {}
                     () = stop.cancelled() => return,
@@ -332,6 +396,16 @@ async fn supervise(
         for msg in pending {
             dispatcher.resume(msg);
         }
+    }
+}
+
+/// What to add to a start failure that looks like the network: where to look.
+fn network_hint(e: &AdapterError) -> &'static str {
+    match e {
+        AdapterError::Disconnected(_) | AdapterError::Timeout(_) => {
+            " Check the network, DNS and any proxy (HTTPS_PROXY / ALL_PROXY) between this host and the platform."
+        }
+        _ => "",
     }
 }
 

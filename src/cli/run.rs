@@ -26,9 +26,21 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     };
     let store = open_store(&cfg.gateway.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen))?;
+    let listener = match tokio::net::TcpListener::bind(&cfg.gateway.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            crate::logging::stderr_line(&gateway_core::error::address_in_use_hint(
+                &cfg.gateway.listen,
+                "gateway.listen",
+            ));
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen)
+            })
+        }
+    };
     info!(listen = %cfg.gateway.listen, instances = plans.len(), agent = %agent.name(), "Gateway starting.");
     if plans.is_empty() {
         tracing::warn!("No platform instance is enabled; only /health and /metrics will answer. Run `gateway setup` to add one.");
@@ -37,8 +49,11 @@ pub async fn run(file: Option<&Path>) -> anyhow::Result<ExitCode> {
     gateway.warn_open_policies();
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_watch(shutdown.clone()));
-    gateway.run(Some(listener), shutdown).await;
-    Ok(ExitCode::SUCCESS)
+    match gateway.run(Some(listener), shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // Already logged where it happened, with its hint.
+        Err(_) => Ok(ExitCode::from(1)),
+    }
 }
 
 /// The lock file inside a data dir.

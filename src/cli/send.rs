@@ -100,8 +100,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         shutdown: CancellationToken::new(),
     };
     let adapter = plan.adapter;
-    let connected =
-        tokio::time::timeout(Duration::from_secs(30), adapter.connect(ctx.clone())).await;
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        adapter.connect_outbound(ctx.clone()),
+    )
+    .await;
     let result = match connected {
         Err(_) => Err(format!("could not connect {} within 30 s", req.platform)),
         Ok(Err(e)) => Err(format!("could not connect {}: {e}", req.platform)),

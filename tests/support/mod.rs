@@ -23,7 +23,7 @@ pub struct TestGateway {
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     /// Finishes when the gateway has drained and stopped.
-    pub handle: tokio::task::JoinHandle<()>,
+    pub handle: tokio::task::JoinHandle<Result<(), router::FatalError>>,
 }
 
 impl TestGateway {
@@ -63,7 +63,7 @@ impl TestGateway {
     /// Shuts down and waits for the drain.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.handle.await.unwrap();
+        self.handle.await.unwrap().unwrap();
     }
 
     /// GET a path on the health listener; returns (status, body).

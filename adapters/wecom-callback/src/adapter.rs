@@ -161,13 +161,28 @@ impl PlatformAdapter for WeComCallbackAdapter {
         }
     }
 
+    /// Sending needs only the REST API: no callback listener (it would take the port of a
+    /// gateway that may start meanwhile) and no intake.
+    async fn connect_outbound(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
+        self.routes.set_store(ctx.store.clone());
+        self.outbound.set_health(ctx.health.clone());
+        Ok(())
+    }
+
     async fn connect(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
         if self.local_addr().is_some() {
             return Ok(());
         }
         let addr = SocketAddr::new(self.config.host, self.config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            AdapterError::Io(format!("cannot listen on {addr} for WeCom callbacks: {e}"))
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                AdapterError::AddressInUse(gateway_core::error::address_in_use_hint(
+                    &addr.to_string(),
+                    &format!("WeCom callbacks of platforms.{}", self.instance),
+                ))
+            } else {
+                AdapterError::Io(format!("cannot listen on {addr} for WeCom callbacks: {e}"))
+            }
         })?;
         let bound = listener
             .local_addr()
@@ -196,6 +211,7 @@ impl PlatformAdapter for WeComCallbackAdapter {
             routes,
             replay_window: self.config.replay_window,
             intake,
+            limits: crate::listener::Limits::default(),
         });
         tasks.spawn(server::serve(listener, state, stop.clone()));
         let (media_dir, instance) = (ctx.data_dir.join("media"), self.instance.clone());

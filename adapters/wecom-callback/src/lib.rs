@@ -20,6 +20,7 @@ pub mod config;
 pub mod inbound;
 pub mod intake;
 mod lanes;
+pub mod listener;
 pub mod outbound;
 pub mod routing;
 pub mod server;

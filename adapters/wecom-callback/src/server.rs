@@ -35,6 +35,7 @@ use wecom_common::xml::{parse_envelope, parse_message, DEFAULT_BODY_CAP};
 use crate::config::AppConfig;
 use crate::inbound::{self, Body as Kind};
 use crate::intake::{Accepted, Intake, IntakeError, Job};
+use crate::listener::Limits;
 
 /// Everything the handlers need.
 #[derive(Debug)]
@@ -47,6 +48,8 @@ pub struct ServerState {
     pub replay_window: Option<Duration>,
     /// Where accepted callbacks go.
     pub intake: Intake,
+    /// Connection cap and timeouts of the listener.
+    pub limits: Limits,
 }
 
 /// The axum application: `/health` plus one GET/POST route per configured path.
@@ -60,17 +63,14 @@ pub fn app(state: Arc<ServerState>) -> Router {
     router.with_state(state)
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled.
+/// Serves `app` on `listener` until `stop` is cancelled, within the state's [`Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServerState>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let instance = state.instance.clone();
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(stop.cancelled_owned());
-    if let Err(e) = serve.await {
-        warn!(instance = %instance, error = %e, "Callback server stopped with an error.");
-    }
+    let (instance, limits) = (state.instance.clone(), state.limits);
+    crate::listener::serve(listener, app(state), limits, stop, &instance).await;
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response {
@@ -153,6 +153,20 @@ async fn verify_url(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let q = Query::parse(raw.as_deref());
+    // The same replay window as POSTs: a captured verification URL must not verify again
+    // days later.
+    if let Some(window) = state.replay_window {
+        if check_timestamp(
+            &q.timestamp,
+            Utc::now().timestamp(),
+            window.as_secs() as i64,
+        )
+        .is_err()
+        {
+            debug!(instance = %state.instance, "URL verification outside the replay window refused.");
+            return StatusCode::FORBIDDEN.into_response();
+        }
+    }
     for app in apps_for(&state, &uri) {
         if let Ok(plain) =
             app.crypto
@@ -178,10 +192,27 @@ async fn callback(
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Response {
-    // The cap applies while reading: a larger body is never buffered, let alone parsed.
-    let Ok(bytes) = axum::body::to_bytes(body, DEFAULT_BODY_CAP).await else {
-        debug!(instance = %state.instance, "Callback body over the cap refused.");
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+    // The cap applies while reading: a larger body is never buffered, let alone parsed. A
+    // body that trickles in slower than the body timeout is refused too.
+    let read = tokio::time::timeout(
+        state.limits.body_timeout,
+        axum::body::to_bytes(body, DEFAULT_BODY_CAP),
+    );
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            debug!(instance = %state.instance, "Callback body over the cap refused.");
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        }
+        Err(_) => {
+            debug!(instance = %state.instance, "Callback body too slow; refused.");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                "request body timeout",
+            )
+                .into_response();
+        }
     };
     let envelope = match parse_envelope(&bytes, DEFAULT_BODY_CAP) {
         Ok(e) => e,

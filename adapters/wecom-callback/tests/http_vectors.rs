@@ -341,11 +341,44 @@ async fn stale_timestamps_are_refused_when_the_window_is_on() {
     app.set_clock_offset(-3600);
     let (stale, _) = app.push_text("alice", "replayed").await;
     assert_eq!(stale.status, 403);
+    // A correctly signed URL verification an hour old is refused the same way.
+    let stale_get = app.verify_url("echo-old").await;
+    assert_eq!(stale_get.status, 403, "{}", stale_get.body);
     app.set_clock_offset(120);
     let (fresh, _) = app.push_text("alice", "slightly ahead").await;
     assert_eq!((fresh.status, fresh.body.as_str()), (200, "success"));
+    let fresh_get = app.verify_url("echo-new").await;
+    assert_eq!(
+        (fresh_get.status, fresh_get.body.as_str()),
+        (200, "echo-new")
+    );
     let got = h.sink.wait(1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].text(), "slightly ahead");
+    h.stop().await;
+}
+
+/// A body that trickles in slower than the body timeout is answered 408 and its connection
+/// closed; nothing reaches the router. (Paused time: the 10 s pass at once.)
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_the_body_timeout_is_refused_with_408() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let emu = FakeWeComApi::start().await;
+    let (h, _dir) = fixture_gateway(&emu, None).await;
+    let limit = wecom_callback::listener::Limits::default().body_timeout;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(
+        b"POST /wecom/callback?msg_signature=a&timestamp=1&nonce=n HTTP/1.1\r\nhost: x\r\n\
+          content-type: text/xml\r\ncontent-length: 100\r\n\r\n<xml>",
+    )
+    .await
+    .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(t0.elapsed() >= limit, "{:?}", t0.elapsed());
+    assert!(h.sink.all().is_empty());
     h.stop().await;
 }
