@@ -406,3 +406,88 @@ async fn a_direct_send_binds_no_callback_listener() {
     );
     drop(held);
 }
+
+/// A message type is the sender's text: one carrying a newline and a fake log line must reach
+/// the log escaped, on one line, so nobody can forge an entry.
+#[tokio::test]
+async fn a_crafted_message_type_cannot_forge_a_log_line() {
+    let wecom = Wecom::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &wecom, &Setup::FAST).await;
+    let forged = "2026-01-01T00:00:00.000000Z ERROR forged entry";
+    let xml = wecom.app.text_xml("mallory", "hi", 90_001).replace(
+        "<MsgType><![CDATA[text]]></MsgType>",
+        &format!("<MsgType><![CDATA[hologram\n{forged}]]></MsgType>"),
+    );
+    assert!(xml.contains("hologram"), "the type was not replaced: {xml}");
+    let signed = wecom.app.sign_post(&xml);
+    deliver(&wecom.callback_url(&signed), &signed).await;
+    let seen = eventually(Duration::from_secs(20), || async {
+        gw.log_text().contains("hologram")
+    })
+    .await;
+    let log = gw.log_text();
+    gw.stop().await;
+    assert!(seen, "the unknown type was not logged:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with(forged)),
+        "a forged line reached the log:\n{log}"
+    );
+    assert!(log.contains("hologram\\n2026"), "not escaped:\n{log}");
+}
+
+/// A bot whose server cannot be reached: each start retry is one WARN line with its real
+/// attempt number and delay and a network/proxy hint; no ERROR, and no second retry loop
+/// inside the adapter claiming "attempt 1" every time.
+#[tokio::test]
+async fn start_retries_are_warnings_with_their_real_attempt_and_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway:\n  data_dir: {}\n  listen: {listen}\nagent:\n  backend: echo\n\
+             platforms:\n  wecom:\n    extra: {{bot_id: b1, secret: retry-test-secret, \
+             websocket_url: \"ws://127.0.0.1:{closed}\"}}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("gateway.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // The second retry comes after the first delay (2 s): its line is the signal.
+    let seen = eventually(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("(attempt 2)")
+    })
+    .await;
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(seen && status.success(), "{status:?}\n{log}");
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("failed to start; retrying"))
+        .collect();
+    assert!(
+        retries[0].contains(" WARN ") && retries[0].contains("retrying in 2 s (attempt 1)"),
+        "{log}"
+    );
+    assert!(
+        retries[1].contains(" WARN ") && retries[1].contains("retrying in 5 s (attempt 2)"),
+        "{log}"
+    );
+    assert!(log.contains("HTTPS_PROXY"), "no network hint:\n{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+    assert!(!log.contains("Reconnecting to WeCom"), "{log}");
+}

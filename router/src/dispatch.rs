@@ -272,7 +272,7 @@ impl InboundSink for Dispatcher {
             // (welcome messages). None of them starts an agent turn.
             match ev {
                 PlatformEvent::Other { name } => {
-                    debug!(instance = %instance, event = %name, "Unhandled platform event.")
+                    debug!(instance = %instance, event = %gateway_core::redact::printable(name), "Unhandled platform event.")
                 }
                 other => debug!(instance = %instance, event = ?other, "Platform event."),
             }

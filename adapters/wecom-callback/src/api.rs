@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use wecom_common::errors::{classify, describe, ErrorClass};
 
 use crate::config::AppConfig;
@@ -274,14 +274,23 @@ impl ApiClient {
                         errcode = code,
                         attempt = rate,
                         delay_ms = delay.as_millis() as u64,
-                        "WeCom rate limit; retrying with backoff."
+                        "WeCom rate limit; retrying in {} ms (attempt {rate} of {RATE_LIMIT_RETRIES}).",
+                        delay.as_millis()
                     );
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) if e.is_transport() && transport < TRANSPORT_RETRIES => {
                     transport += 1;
-                    debug!(error = %e, attempt = transport, "WeCom API transport error; retrying.");
-                    tokio::time::sleep(self.backoff * transport).await;
+                    let delay = self.backoff * transport;
+                    warn!(
+                        error = %e,
+                        attempt = transport,
+                        delay_ms = delay.as_millis() as u64,
+                        "Could not reach the WeCom API; retrying in {} ms (attempt {transport} of {TRANSPORT_RETRIES}). \
+                         If this persists, check the network, DNS and proxy (HTTPS_PROXY / ALL_PROXY, NO_PROXY) from this host.",
+                        delay.as_millis()
+                    );
+                    tokio::time::sleep(delay).await;
                 }
                 other => return other,
             }

@@ -154,7 +154,10 @@ pub fn parse(msg: &Message, corp_id: &str, agent_id: i64) -> Parsed {
             },
             "event" => classify_event(msg, &event, key),
             other => Body::LogOnly {
-                what: format!("unknown message type `{}`", clip(other)),
+                what: format!(
+                    "unknown message type `{}`",
+                    gateway_core::redact::printable(other)
+                ),
             },
         }
     };

@@ -332,7 +332,7 @@ impl Processor {
                 Content::Event(event)
             }
             Body::LogOnly { what } => {
-                info!(instance = %instance, app = %app.name, what = %what, "Callback acknowledged without a turn.");
+                info!(instance = %instance, app = %app.name, what = %gateway_core::redact::printable(&what), "Callback acknowledged without a turn.");
                 return None;
             }
         };

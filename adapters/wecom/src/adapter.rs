@@ -230,14 +230,14 @@ impl Inner {
     ) -> Result<Incoming, ReqError> {
         const ATTEMPTS: usize = 5;
         let mut last = ReqError::Timeout;
-        for _ in 0..ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
             self.limiter.acquire(chat_id, lane).await;
             match self.request(frame.clone(), timeout).await {
                 Err(ReqError::Platform {
                     code: 846607,
                     message,
                 }) => {
-                    warn!(instance = %self.instance, "WeCom rate limit hit (846607); waiting before retrying.");
+                    warn!(instance = %self.instance, attempt, "WeCom rate limit hit (846607) on attempt {attempt} of {ATTEMPTS}; slowing this chat down before retrying.");
                     self.limiter.penalize(chat_id);
                     last = ReqError::Platform {
                         code: 846607,

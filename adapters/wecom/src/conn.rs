@@ -27,6 +27,10 @@ use tracing::{debug, error, info, warn};
 use crate::protocol::{self, Incoming};
 use crate::session::{Action, CloseReason, Phase, ReqError, Request, Session};
 
+/// Said with every failure to reach WeCom: the usual causes, and where to look.
+const OFFLINE_HINT: &str = "Check the network and DNS from this host, and the proxy: the \
+    `proxy` key of this platform, else HTTPS_PROXY / ALL_PROXY (and NO_PROXY).";
+
 /// Where a request's answer goes.
 pub(crate) type Waiter = oneshot::Sender<Result<Incoming, ReqError>>;
 
@@ -179,6 +183,9 @@ impl Runner {
                 break;
             }
             let _ = self.link.send_replace(Link::Down);
+            // Until the first subscribe is acknowledged, failures go back to `connect`, whose
+            // caller (the router) retries with its own backoff and logs it.
+            let first_attempt = self.first.is_some();
             let dialed = tokio::select! {
                 r = tokio::time::timeout(self.connect_timeout, self.connector.connect(&self.url)) => r,
                 () = self.stop.cancelled() => break,
@@ -186,15 +193,21 @@ impl Runner {
             let ended = match dialed {
                 Ok(Ok((sink, stream))) => self.serve(sink, stream).await,
                 Ok(Err(e)) => {
-                    warn!(instance = %self.instance, error = %e, "Could not open the WeCom connection.");
+                    warn!(instance = %self.instance, url = %self.url, error = %e, "Could not open the WeCom connection. {OFFLINE_HINT}");
                     self.health.error(format!("connect: {e}"));
                     self.report_first(Err(AdapterError::Io(format!("connect: {e}"))));
+                    if first_attempt {
+                        break;
+                    }
                     Ended::Gone
                 }
                 Err(_) => {
-                    warn!(instance = %self.instance, "Opening the WeCom connection timed out.");
+                    warn!(instance = %self.instance, url = %self.url, timeout_secs = self.connect_timeout.as_secs_f32(), "Opening the WeCom connection timed out. {OFFLINE_HINT}");
                     self.health.error("connect: timed out");
                     self.report_first(Err(AdapterError::Timeout("connecting to WeCom".into())));
+                    if first_attempt {
+                        break;
+                    }
                     Ended::Gone
                 }
             };
@@ -229,7 +242,13 @@ impl Runner {
             ) {
                 self.health.reconnecting(attempt);
             }
-            info!(instance = %self.instance, attempt, delay_secs = delay.as_secs_f32(), "Reconnecting to WeCom.");
+            warn!(
+                instance = %self.instance,
+                attempt,
+                delay_secs = delay.as_secs_f32(),
+                "Reconnecting to WeCom in {:.1} s (attempt {attempt}).",
+                delay.as_secs_f32()
+            );
             if !self.wait_backoff().await {
                 break;
             }

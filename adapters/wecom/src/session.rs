@@ -587,7 +587,9 @@ impl<W> Session<W> {
                 out.push(Action::Inbound(frame));
             }
             cmd::PING => {}
-            other => tracing::info!(cmd = %other, "Unrouted frame dropped."),
+            other => {
+                tracing::info!(cmd = %gateway_core::redact::printable(other), "Unrouted frame dropped.")
+            }
         }
     }
 
