@@ -430,6 +430,29 @@ fn service_print_writes_a_hardened_systemd_unit_for_the_config() {
         .parse()
         .unwrap();
     assert!(stop > 45);
+    assert!(unit.lines().any(|l| l == "LimitNOFILE=65536"), "{unit}");
+    // Run from target/debug, it warns that the unit would run a build output.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("install the binary first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = gateway(dir.path())
+        .args(["service", "print", "-c", "config.yaml", "--binary"])
+        .arg("/usr/local/bin/gateway")
+        .output()
+        .unwrap();
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/usr/local/bin/gateway run -c ")),
+        "{unit}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `--user` wins over the environment.
     let out = gateway(dir.path())
         .args(["service", "print", "-c", "config.yaml", "--user", "gateway"])

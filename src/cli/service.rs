@@ -21,6 +21,9 @@ pub enum ServiceAction {
         /// The user the service runs as (default: the current user).
         #[arg(long)]
         user: Option<String>,
+        /// The installed binary for `ExecStart` (default: this binary).
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
 }
 
@@ -95,6 +98,9 @@ RestartPreventExitStatus=2
 KillSignal=SIGTERM
 KillMode=mixed
 TimeoutStopSec={stop}
+# Each callback connection, agent call and database file is a descriptor; the callback
+# listener caps its connections well below this.
+LimitNOFILE=65536
 # Hardening: everything read-only except the data dir.
 NoNewPrivileges=true
 ProtectSystem=strict
@@ -130,6 +136,19 @@ WantedBy=multi-user.target
     )
 }
 
+/// Whether `binary` is a build output inside a cargo `target` dir (`target/debug/gateway`):
+/// a unit must not run what the next `cargo build` or `cargo clean` replaces or deletes.
+fn is_build_output(binary: &Path) -> bool {
+    let profile = binary
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "debug" || d == "release");
+    profile
+        && binary
+            .ancestors()
+            .any(|a| a.file_name().is_some_and(|n| n == "target"))
+}
+
 fn current_user() -> String {
     ["USER", "LOGNAME"]
         .iter()
@@ -140,7 +159,11 @@ fn current_user() -> String {
 /// Runs `gateway service …`.
 pub fn service(action: ServiceAction) -> anyhow::Result<ExitCode> {
     match action {
-        ServiceAction::Print { config, user } => {
+        ServiceAction::Print {
+            config,
+            user,
+            binary,
+        } => {
             let path = match router::config::find_config_file(config.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {
@@ -157,8 +180,20 @@ pub fn service(action: ServiceAction) -> anyhow::Result<ExitCode> {
                 );
             }
             let cwd = std::env::current_dir()?;
+            let binary = match binary {
+                Some(b) => absolute(&cwd, &b),
+                None => absolute(&cwd, &std::env::current_exe()?),
+            };
+            if is_build_output(&binary) {
+                eprintln!(
+                    "warning: ExecStart would run the build output {}; install the binary first \
+                     (`cargo install --locked --path .` or `sudo install -m 755 target/release/gateway \
+                     /usr/local/bin/`) and print the unit with the installed one, or pass --binary.",
+                    binary.display()
+                );
+            }
             let spec = UnitSpec {
-                binary: absolute(&cwd, &std::env::current_exe()?),
+                binary,
                 config: absolute(&cwd, &path),
                 data_dir: absolute(&cwd, &cfg.gateway.data_dir),
                 working_dir: cwd,
