@@ -419,6 +419,12 @@ pub trait AdapterFactory: Send + Sync {
         None
     }
 
+    /// Whether the platform has group chats. `false` (a WeCom self-built app, which only sees
+    /// DMs) makes the router treat groups as disabled and refuse a `group:` home channel.
+    fn group_chats(&self) -> bool {
+        true
+    }
+
     /// Resources the instance would claim, for conflict checks. Errors are reported by `build`.
     fn resources(&self, _extra: &serde_json::Value) -> Vec<Resource> {
         Vec::new()

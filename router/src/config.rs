@@ -3,7 +3,15 @@
 //!
 //! Loading happens in two steps. Figment merges the YAML file (read by serde-saphyr) with
 //! `GATEWAY_…` variables (`__` separates nesting levels) into one tree; each section is then
-//! deserialised on its own, so that one misspelt key does not hide the next problem.
+//! deserialised on its own, so that one misspelt key does not hide the next problem, and every
+//! unknown key of a section is listed with the closest known one ([`keys`]). `${NAME}`
+//! references in values are resolved from the environment ([`expand_env_refs`]). A relative
+//! `gateway.data_dir` (and the default `./data`) is taken relative to the config file's folder.
+
+mod env_refs;
+pub(crate) mod keys;
+
+pub use env_refs::expand_env_refs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,7 +91,13 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 fn render(errors: &[ConfigError]) -> String {
     errors
         .iter()
-        .map(|e| format!("  - {e}"))
+        .map(|e| {
+            if e.path.is_empty() {
+                format!("  - {}", e.message)
+            } else {
+                format!("  - {e}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -144,7 +158,10 @@ fn user_config_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config"))
 }
 
-/// Reads the file (if any) and the `GATEWAY_…` environment into one JSON tree.
+/// Reads the file (if any) and the `GATEWAY_…` environment into one JSON tree. A YAML syntax
+/// error is reported at `FILE:LINE:COLUMN`. A relative `gateway.data_dir` from the file (or the
+/// default, when the file sets none) is made absolute against the file's folder; one from the
+/// environment stays relative to the current directory.
 pub fn load_tree(file: Option<&Path>) -> Result<Value, ConfigErrors> {
     let mut fig = Figment::new();
     if let Some(path) = file {
@@ -157,18 +174,88 @@ pub fn load_tree(file: Option<&Path>) -> Result<Value, ConfigErrors> {
             .filter(|k| k.as_str().contains("__"))
             .split("__"),
     );
-    let tree: Value = fig.extract().map_err(|e| {
-        ConfigErrors(
-            e.into_iter()
-                .map(|e| ConfigError::new(e.path.join("."), e.kind.to_string()))
-                .collect(),
-        )
-    })?;
-    Ok(if tree.is_null() {
-        Value::Object(Map::new())
-    } else {
-        tree
-    })
+    let mut tree: Value = match fig.extract() {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(located) = file.and_then(syntax_error) {
+                return Err(ConfigErrors(vec![located]));
+            }
+            return Err(ConfigErrors(
+                e.into_iter()
+                    .map(|e| ConfigError::new(e.path.join("."), e.kind.to_string()))
+                    .collect(),
+            ));
+        }
+    };
+    if tree.is_null() {
+        tree = Value::Object(Map::new());
+    }
+    if let Some(path) = file {
+        let from_file = match fig.find_metadata("gateway.data_dir") {
+            None => true,
+            Some(md) => matches!(md.source, Some(figment::Source::File(_))),
+        };
+        if from_file {
+            resolve_data_dir(&mut tree, path);
+        }
+    }
+    Ok(tree)
+}
+
+/// The YAML syntax error of `path`, located, when the file does not parse.
+fn syntax_error(path: &Path) -> Option<ConfigError> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let opts = serde_saphyr::options! { with_snippet: false };
+    let err = serde_saphyr::from_str_with_options::<serde::de::IgnoredAny>(&text, opts).err()?;
+    let loc = err.location()?;
+    let message = err.to_string();
+    // The message ends with the same location; it is in the path already.
+    let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
+    let message = message
+        .strip_suffix(&suffix)
+        .unwrap_or(&message)
+        .to_string();
+    Some(ConfigError::new(
+        format!("{}:{}:{}", path.display(), loc.line(), loc.column()),
+        format!("YAML syntax error: {message}"),
+    ))
+}
+
+/// Makes `gateway.data_dir` absolute against the folder of `file` (the default too).
+fn resolve_data_dir(tree: &mut Value, file: &Path) {
+    let Value::Object(root) = tree else { return };
+    let gateway = root
+        .entry("gateway")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if gateway.is_null() {
+        *gateway = Value::Object(Map::new());
+    }
+    let Value::Object(gateway) = gateway else {
+        return;
+    };
+    let dir = match gateway.get("data_dir") {
+        None => GatewaySection::default().data_dir,
+        Some(Value::String(s)) => PathBuf::from(s),
+        Some(_) => return,
+    };
+    if dir.is_absolute() || dir.as_os_str().is_empty() {
+        return;
+    }
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = std::path::absolute(&base).unwrap_or(base);
+    // `./data` joins as `data`, so messages show a clean path.
+    let rel: PathBuf = dir
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    let resolved = base.join(rel);
+    gateway.insert(
+        "data_dir".into(),
+        Value::String(resolved.to_string_lossy().into_owned()),
+    );
 }
 
 /// Parses the merged tree into a [`GatewayConfig`], collecting every error of every section.
@@ -191,10 +278,11 @@ pub fn parse_tree_partial(tree: Value) -> (GatewayConfig, Vec<ConfigError>) {
     };
     for key in root.keys() {
         if !SECTIONS.contains(&key.as_str()) {
-            errors.push(ConfigError::new(
-                key.clone(),
-                format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
-            ));
+            let message = match keys::suggest(key, SECTIONS) {
+                Some(s) => format!("unknown section; did you mean `{s}`?"),
+                None => format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
+            };
+            errors.push(ConfigError::new(key.clone(), message));
         }
     }
     let mut cfg = GatewayConfig::default();
@@ -243,7 +331,8 @@ pub fn parse_tree_partial(tree: Value) -> (GatewayConfig, Vec<ConfigError>) {
     (cfg, errors)
 }
 
-/// Deserialises one section, recording its error with the full key path.
+/// Deserialises one section, recording its errors with the full key path: every unknown key
+/// (each with a suggestion), then the first other problem.
 fn section<T: serde::de::DeserializeOwned>(
     v: Value,
     prefix: &str,
@@ -255,9 +344,9 @@ fn section<T: serde::de::DeserializeOwned>(
     } else {
         v
     };
-    match gateway_core::adapter::parse_extra::<T>(v) {
-        Ok(t) => Some(t),
-        Err(mut e) => {
+    let first = errors.len();
+    let parsed = keys::collect_unknown(v, prefix, errors, |v| {
+        gateway_core::adapter::parse_extra::<T>(v).map_err(|mut e| {
             // Buffered enums (the tagged `agent:` section) lose the path of an unknown field;
             // the message still names it, so put it back on the path.
             if let Some(field) = e
@@ -273,10 +362,27 @@ fn section<T: serde::de::DeserializeOwned>(
                     };
                 }
             }
-            errors.push(e.under(prefix));
-            None
+            vec![e]
+        })
+    });
+    // A key written directly under `platforms.<name>:` is most often an adapter setting that
+    // belongs under `extra:`.
+    if prefix.starts_with("platforms.") {
+        for e in &mut errors[first..] {
+            let key = e
+                .path
+                .strip_prefix(prefix)
+                .and_then(|k| k.strip_prefix('.'));
+            if let Some(key) = key.filter(|k| !k.contains('.')) {
+                if !e.message.contains("did you mean") && e.message.starts_with("unknown key") {
+                    e.message = format!(
+                        "unknown key; adapter settings go under `extra:` (`{prefix}.extra.{key}`)"
+                    );
+                }
+            }
         }
     }
+    parsed
 }
 
 /// Converts an environment value to JSON according to the key's declared type.

@@ -29,8 +29,10 @@ pub fn load(
     registry: &Registry,
     env: registry::EnvLookup<'_>,
 ) -> Result<(GatewayConfig, Vec<InstancePlan>), ConfigErrors> {
-    let tree = config::load_tree(file)?;
-    let (mut cfg, mut errors) = config::parse_tree_partial(tree);
+    let mut tree = config::load_tree(file)?;
+    let mut errors = config::expand_env_refs(&mut tree, env);
+    let (mut cfg, parse_errors) = config::parse_tree_partial(tree);
+    errors.extend(parse_errors);
     let agent_parsed = !errors
         .iter()
         .any(|e| e.path == "agent" || e.path.starts_with("agent."));

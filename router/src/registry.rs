@@ -74,19 +74,28 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 /// Applies each kind's documented variables (for example `WECOM_BOT_ID`) to the instance named
-/// like the kind. Environment wins over the file. When credentials for a kind are present but no
-/// such instance is configured, the instance is created; an explicit `enabled: false` stays.
+/// like the kind. Environment wins over the file; an explicit `enabled: false` stays. When no
+/// such instance is configured, the variables create it only if no other instance of the kind
+/// is configured, and then only with every required variable set, unless the file configures
+/// no instance at all (an environment-only deployment, where a missing variable is reported).
+/// So a stray `WECOM_SECRET` never conjures a half-configured instance next to explicit ones.
 pub fn apply_kind_env(cfg: &mut GatewayConfig, registry: &Registry, env: EnvLookup<'_>) {
+    let file_has_instances = !cfg.platforms.is_empty();
+    let kind_of = |name: &String, e: &PlatformEntry| e.kind.clone().unwrap_or_else(|| name.clone());
+    let file_kinds: Vec<String> = cfg.platforms.iter().map(|(n, e)| kind_of(n, e)).collect();
     for factory in registry.factories() {
         let kind = factory.kind();
         let mut found: Map<String, Value> = Map::new();
         let mut has_required = false;
+        let mut all_required = true;
         for key in factory.config_keys() {
-            if let Some(var) = key.env {
-                if let Some(raw) = env(var) {
-                    has_required |= key.required;
-                    found.insert(key.name.to_string(), env_value(key.kind, &raw));
-                }
+            let raw = key.env.and_then(env);
+            if key.required && raw.is_none() {
+                all_required = false;
+            }
+            if let Some(raw) = raw {
+                has_required |= key.required;
+                found.insert(key.name.to_string(), env_value(key.kind, &raw));
             }
         }
         for (var, key) in factory.policy_env() {
@@ -99,13 +108,18 @@ pub fn apply_kind_env(cfg: &mut GatewayConfig, registry: &Registry, env: EnvLook
             continue;
         }
         match cfg.platforms.get_mut(kind) {
+            // An instance named like the kind but of another type is not the default instance.
+            Some(entry) if entry.kind.as_deref().is_some_and(|k| k != kind) => {}
             Some(entry) => {
                 entry.extra.extend(found);
                 if home.is_some() {
                     entry.home_channel = home;
                 }
             }
-            None if has_required => {
+            None if has_required
+                && !file_kinds.iter().any(|k| k == kind)
+                && (all_required || !file_has_instances) =>
+            {
                 cfg.platforms.insert(
                     kind.to_string(),
                     PlatformEntry {
@@ -159,9 +173,24 @@ pub fn build_instances(
             ));
             continue;
         };
+        let mut access = access;
         if let Some(home) = &entry.home_channel {
-            if let Err(e) = gateway_core::Target::parse(home) {
-                errors.push(ConfigError::new(format!("{path}.home_channel"), e));
+            match gateway_core::Target::parse(home) {
+                Err(e) => errors.push(ConfigError::new(format!("{path}.home_channel"), e)),
+                Ok(gateway_core::Target::Group(_)) if !factory.group_chats() => {
+                    errors.push(ConfigError::new(
+                        format!("{path}.home_channel"),
+                        format!("`{kind}` has no group chats (it receives DMs only); use user:ID (or party:ID, tag:ID, @all)"),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        // Without group chats no group can be admitted: the policy is `disabled`, whatever the
+        // default says, so no "open for groups" warning is given for it.
+        if !factory.group_chats() {
+            if let Some(a) = access.as_mut() {
+                a.group_policy = gateway_core::policy::GroupPolicy::Disabled;
             }
         }
         let extra = Value::Object(extra);
@@ -186,9 +215,16 @@ pub fn build_instances(
             home_channel: entry.home_channel.clone(),
             data_dir: cfg.gateway.data_dir.clone(),
         };
-        match factory.build(&spec, extra) {
+        // Every unknown key of `extra` is listed, each with the closest known key.
+        let built = crate::config::keys::collect_unknown(
+            extra,
+            &format!("{path}.extra"),
+            &mut errors,
+            |extra| factory.build(&spec, extra),
+        );
+        match built {
             // Disabled instances are validated like the others, then left out.
-            Ok(adapter) if entry.enabled != Some(false) => {
+            Some(adapter) if entry.enabled != Some(false) => {
                 if let Some(access) = access {
                     plans.push(InstancePlan {
                         spec,
@@ -197,8 +233,7 @@ pub fn build_instances(
                     });
                 }
             }
-            Ok(_) => {}
-            Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.extra")))),
+            Some(_) | None => {}
         }
     }
     if errors.is_empty() {

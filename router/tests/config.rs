@@ -228,3 +228,186 @@ fn gateway_variables_reach_any_key_and_beat_the_file() {
     let (cfg, _) = load("{}\n", &[]).unwrap();
     assert_eq!(cfg.sessions.max_queue, 8, "built-in default");
 }
+
+/// Like [`DemoFactory`], but for a platform without group chats (a WeCom app).
+struct AppFactory;
+
+impl AdapterFactory for AppFactory {
+    fn kind(&self) -> &'static str {
+        "app"
+    }
+    fn description(&self) -> &'static str {
+        "app"
+    }
+    fn config_keys(&self) -> &'static [ConfigKey] {
+        &[]
+    }
+    fn group_chats(&self) -> bool {
+        false
+    }
+    fn build(
+        &self,
+        _spec: &InstanceSpec,
+        _extra: Value,
+    ) -> Result<Arc<dyn PlatformAdapter>, Vec<ConfigError>> {
+        Ok(Arc::new(Demo))
+    }
+}
+
+fn load_in(
+    dir: &std::path::Path,
+    yaml: &str,
+    env: &[(&str, &str)],
+) -> Result<(router::GatewayConfig, Vec<router::InstancePlan>), router::ConfigErrors> {
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let registry = registry().register(Arc::new(AppFactory));
+    router::load(Some(&path), &registry, &move |k| env.get(k).cloned())
+}
+
+#[test]
+fn env_references_resolve_in_platform_keys_and_an_unset_one_is_an_error() {
+    let (cfg, plans) = load(
+        "platforms:\n  demo:\n    extra:\n      token: ${DEMO_SECRET_REF}\nagent:\n  backend: command\n  command: [\"true\"]\n  env: { KEY: \"k-${AGENT_KEY}\" }\n",
+        &[("DEMO_SECRET_REF", "from-env"), ("AGENT_KEY", "abc")],
+    )
+    .unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(cfg.platforms["demo"].extra["token"], "from-env");
+    let agent = serde_json::to_value(&cfg.agent).unwrap();
+    assert_eq!(agent["env"]["KEY"], "k-abc");
+    // Unset: an error naming the key and the variable, not an empty secret.
+    let err = load(
+        "platforms:\n  demo:\n    extra:\n      token: ${NOT_SET_ANYWHERE}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].path, "platforms.demo.extra.token");
+    assert!(err.0[0].message.contains("NOT_SET_ANYWHERE"), "{err}");
+}
+
+#[test]
+fn every_unknown_key_is_listed_at_once_with_a_suggestion() {
+    let err = load(
+        "gatway: {}\ngateway:\n  lisen: 127.0.0.1:1\n  colour: red\nsessions:\n  max_qeue: 3\n  reset:\n    mdoe: idle\nagent:\n  backend: echo\n  dely_ms: 1\nplatforms:\n  demo:\n    extra: { tokn: x, prot: 1, token: t }\n",
+        &[],
+    )
+    .unwrap_err();
+    let find = |p: &str| {
+        err.0
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} missing from {err}"))
+            .message
+            .clone()
+    };
+    assert!(find("gatway").contains("did you mean `gateway`?"), "{err}");
+    assert!(
+        find("gateway.lisen").contains("did you mean `listen`?"),
+        "{err}"
+    );
+    assert!(find("gateway.colour").contains("expected one of"), "{err}");
+    assert!(find("sessions.max_qeue").contains("`max_queue`"), "{err}");
+    assert!(find("sessions.reset.mdoe").contains("`mode`"), "{err}");
+    assert!(find("agent.dely_ms").contains("`delay_ms`"), "{err}");
+    assert!(
+        find("platforms.demo.extra.tokn").contains("`token`"),
+        "{err}"
+    );
+    assert!(
+        find("platforms.demo.extra.prot").contains("`port`"),
+        "{err}"
+    );
+    assert_eq!(err.0.len(), 8, "{err}");
+}
+
+#[test]
+fn a_relative_data_dir_is_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = load_in(dir.path(), "gateway:\n  data_dir: ./state\n", &[]).unwrap();
+    assert_eq!(cfg.gateway.data_dir, dir.path().join("state"));
+    let (cfg, _) = load_in(dir.path(), "{}\n", &[]).unwrap();
+    assert_eq!(cfg.gateway.data_dir, dir.path().join("data"), "the default");
+    let (cfg, _) = load_in(dir.path(), "gateway:\n  data_dir: /var/lib/gw\n", &[]).unwrap();
+    assert_eq!(cfg.gateway.data_dir, std::path::Path::new("/var/lib/gw"));
+}
+
+#[test]
+fn a_kind_variable_alone_does_not_conjure_an_instance_next_to_explicit_ones() {
+    // Another instance of the kind is configured: the variable does not add a second one.
+    let (_, plans) = load(
+        "platforms:\n  bot-a:\n    type: demo\n    extra: { token: x }\n",
+        &[("DEMO_TOKEN", "t")],
+    )
+    .unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].spec.name, "bot-a");
+    // An instance of another kind: only a complete set of required variables adds the default
+    // instance (DEMO_TOKEN is the only required one here, so it does).
+    let dir = tempfile::tempdir().unwrap();
+    let (_, plans) = load_in(dir.path(), "platforms:\n  app: {}\n", &[("DEMO_PORT", "1")]).unwrap();
+    assert_eq!(plans.len(), 1, "a non-required variable adds nothing");
+    let (_, plans) = load_in(
+        dir.path(),
+        "platforms:\n  app: {}\n",
+        &[("DEMO_TOKEN", "t")],
+    )
+    .unwrap();
+    assert_eq!(plans.len(), 2);
+}
+
+#[test]
+fn a_platform_without_groups_has_no_group_policy_and_no_group_home_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, plans) = load_in(
+        dir.path(),
+        "platforms:\n  app:\n    extra: { dm_policy: pairing }\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        gateway_core::policy::AccessPolicy::new(plans[0].access.clone()).is_open(),
+        (false, false),
+        "no open-groups warning"
+    );
+    // The demo kind has groups: its default group policy stays open.
+    let (_, plans) = load(
+        "platforms:\n  demo:\n    extra: { token: t, dm_policy: pairing }\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        gateway_core::policy::AccessPolicy::new(plans[0].access.clone()).is_open(),
+        (false, true)
+    );
+    let err = load_in(
+        dir.path(),
+        "platforms:\n  app:\n    home_channel: group:wr123\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].path, "platforms.app.home_channel");
+    assert!(err.0[0].message.contains("no group chats"), "{err}");
+}
+
+#[test]
+fn a_yaml_syntax_error_names_the_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_in(
+        dir.path(),
+        "gateway:\n  listen: 127.0.0.1:1\nplatforms:\n  demo:\n    extra:\n      token: x\n     port: [1\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    let path = dir.path().join("c.yaml");
+    let at = format!("{}:7:", path.display());
+    assert!(err.0[0].path.starts_with(&at), "{err}");
+    assert!(!err.0[0].message.contains("at line"), "{err}");
+}

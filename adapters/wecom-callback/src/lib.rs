@@ -62,6 +62,11 @@ impl AdapterFactory for WeComCallbackFactory {
         Some("WECOM_CALLBACK_HOME_CHANNEL")
     }
 
+    fn group_chats(&self) -> bool {
+        // App callbacks are DMs only (reference §4.3): no group policy, no group home channel.
+        false
+    }
+
     fn resources(&self, extra: &serde_json::Value) -> Vec<Resource> {
         // Any two instances on one port conflict, whatever their hosts (0.0.0.0 covers all).
         config::listen_port(extra)
