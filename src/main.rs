@@ -29,8 +29,50 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Config file, for the subcommands that read one; accepted before the subcommand
+    /// (`gateway -c FILE check`) as well as after it (`gateway check -c FILE`).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Moves a `-c` given before the subcommand into the subcommand's own `-c`. Both given and
+    /// different is an error: which one was meant cannot be guessed.
+    fn merge_config(&mut self) -> Result<(), String> {
+        let Some(top) = self.config.take() else {
+            return Ok(());
+        };
+        let slot = match &mut self.command {
+            Command::Run { config }
+            | Command::Check { config }
+            | Command::Chat { config, .. }
+            | Command::Pairing { config, .. }
+            | Command::Sessions { config, .. }
+            | Command::Outbox { config, .. } => config,
+            Command::Sandbox(a) => &mut a.config,
+            Command::Send(a) => &mut a.config,
+            Command::Setup(a) => &mut a.config,
+            Command::Doctor(a) => &mut a.config,
+            Command::Service {
+                action: cli::service::ServiceAction::Print { config, .. },
+            } => config,
+            // Reads no config file.
+            Command::Platforms => return Ok(()),
+        };
+        match slot {
+            Some(sub) if *sub != top => Err(format!(
+                "-c is given twice ({} before the subcommand, {} after it); give it once",
+                top.display(),
+                sub.display()
+            )),
+            _ => {
+                *slot = Some(top);
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +150,11 @@ fn main() -> ExitCode {
     // Two rustls providers may be compiled in through dependencies; without an explicit choice
     // the first TLS connection panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = cli.merge_config() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     // The terminal chats keep stderr for warnings; everything else logs at info.
     let level = match cli.command {
         Command::Chat { .. } | Command::Sandbox(_) => "warn",

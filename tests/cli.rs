@@ -427,3 +427,189 @@ async fn a_second_gateway_on_the_same_data_dir_is_refused_and_the_first_keeps_ru
     );
     assert!(terminate(again).await.success());
 }
+
+/// A valid 43-character EncodingAESKey.
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// Runs `gateway check -c cfg` with `env`, returning (exit code, stderr).
+fn check_with(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut cmd = gateway(dir);
+    cmd.args(["check", "-c"]).arg(&cfg);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn check_resolves_env_references_in_platform_secrets_and_names_an_unset_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        "platforms:\n  wecom:\n    extra:\n      bot_id: b\n      secret: ${BOT_SECRET_REF}\n      websocket_url: ws://127.0.0.1:1\n\
+         \x20 wecom_callback:\n    extra:\n      corp_id: ww1\n      corp_secret: ${APP_SECRET_REF}\n      agent_id: 1000002\n      token: ${TOKEN_REF}\n      encoding_aes_key: ${AES_REF}\n      port: 0\n";
+    let env = [
+        ("BOT_SECRET_REF", "bot-secret-value"),
+        ("APP_SECRET_REF", "app-secret-value"),
+        ("TOKEN_REF", "tok123"),
+        ("AES_REF", AES_KEY),
+    ];
+    let (code, stdout, stderr) = check_with(dir.path(), yaml, &env);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // Unset: exit 2, each reference named with its key path; no empty secret slips through.
+    let (code, _, stderr) = check_with(dir.path(), yaml, &env[..1]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for (path, var) in [
+        (
+            "platforms.wecom_callback.extra.corp_secret",
+            "APP_SECRET_REF",
+        ),
+        ("platforms.wecom_callback.extra.token", "TOKEN_REF"),
+        ("platforms.wecom_callback.extra.encoding_aes_key", "AES_REF"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(path) && l.contains(var)),
+            "{path} / {var} missing:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("platforms.wecom.extra.secret"), "{stderr}");
+}
+
+#[test]
+fn check_lists_every_unknown_key_with_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "gateway:\n  lisen: 127.0.0.1:8646\nagent:\n  backend: openai\n  base_url: http://127.0.0.1:1/v1\n  model: m\n  sytem_prompt: hi\nplatforms:\n  wecom:\n    extra:\n      bot_id: b\n      secert: s\n      ping_intervl_secs: 3\n  wecom_callback:\n    extra:\n      apps:\n        - { name: a, corpid: ww1 }\n";
+    let (code, _, stderr) = check_with(dir.path(), yaml, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    for (path, hint) in [
+        ("gateway.lisen", "did you mean `listen`?"),
+        ("agent.sytem_prompt", "did you mean `system_prompt`?"),
+        ("platforms.wecom.extra.secert", "did you mean `secret`?"),
+        (
+            "platforms.wecom.extra.ping_intervl_secs",
+            "did you mean `ping_interval_secs`?",
+        ),
+        (
+            "platforms.wecom_callback.extra.apps[0].corpid",
+            "did you mean `corp_id`?",
+        ),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(path) && l.contains(hint)),
+            "{path}: {hint} missing:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_is_accepted_before_the_subcommand_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cfg.yaml"), "agent:\n  backend: echo\n").unwrap();
+    for args in [["-c", "cfg.yaml", "check"], ["check", "-c", "cfg.yaml"]] {
+        let out = gateway(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Configuration OK"));
+    }
+    let out = gateway(dir.path())
+        .args(["--config", "cfg.yaml", "sessions", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Two different files: which one was meant is not guessed.
+    let out = gateway(dir.path())
+        .args(["-c", "cfg.yaml", "check", "-c", "other.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("given twice"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_relative_data_dir_is_relative_to_the_config_file_not_the_cwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::write(etc.join("config.yaml"), "gateway:\n  data_dir: ./state\n").unwrap();
+    let out = gateway(dir.path())
+        .args(["sessions", "list", "-c", "etc/config.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(etc.join("state/gateway.db").is_file());
+    assert!(!dir.path().join("state").exists());
+}
+
+#[test]
+fn check_never_echoes_a_password_embedded_in_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "gateway:\n  listen: \"http://admin:hunter2pw@proxy.example:3128/\"\nplatforms:\n  wecom_callback:\n    extra:\n      corp_id: ww1\n      corp_secret: s3cr3t-value\n      agent_id: 1\n      token: t\n      encoding_aes_key: {AES_KEY}\n      api_base_url: \"ftp://user:hunter2pw@proxy.example/\"\n"
+    );
+    let (code, _, stderr) = check_with(dir.path(), &yaml, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("gateway.listen"), "{stderr}");
+    assert!(stderr.contains("api_base_url"), "{stderr}");
+    assert!(
+        stderr.contains("proxy.example"),
+        "the URL stays readable: {stderr}"
+    );
+    assert!(!stderr.contains("hunter2pw"), "password echoed:\n{stderr}");
+}
+
+#[test]
+fn a_callback_app_refuses_a_group_home_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "platforms:\n  wecom_callback:\n    home_channel: group:wrOgAAAA\n    extra:\n      corp_id: ww1\n      corp_secret: s\n      agent_id: 1\n      token: t\n      encoding_aes_key: {AES_KEY}\n      port: 0\n"
+    );
+    let (code, _, stderr) = check_with(dir.path(), &yaml, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("platforms.wecom_callback.home_channel")
+            && stderr.contains("no group chats"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_app_gets_no_open_group_policy_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway:\n  listen: 127.0.0.1:{port}\n  data_dir: ./data\nplatforms:\n  wecom_callback:\n    extra:\n      corp_id: ww1\n      corp_secret: s\n      agent_id: 1\n      token: t\n      encoding_aes_key: {AES_KEY}\n      host: 127.0.0.1\n      port: 0\n      api_base_url: http://127.0.0.1:1\n      dm_policy: pairing\n"
+        ),
+    )
+    .unwrap();
+    let child = gateway(dir.path())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The policy warning is logged before the gateway publishes its admin file.
+    let ready = wait_for_file(&dir.path().join("data/admin.json")).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(ready, "the gateway did not start:\n{stderr}");
+    assert!(!stderr.contains("ACCESS IS OPEN"), "{stderr}");
+}

@@ -55,15 +55,18 @@ pub fn load_config(
 pub struct ConfigFailure(pub Vec<gateway_core::ConfigError>);
 
 impl ConfigFailure {
-    /// Prints the problems to stderr and returns exit code 2.
+    /// Prints the problems to stderr and returns exit code 2. A message may quote a value
+    /// (`\`ftp://user:pass@host\` is not an http(s) URL`): credentials in it, by shape or as a
+    /// configured secret, are scrubbed first.
     pub fn report(&self) -> std::process::ExitCode {
         eprintln!("The configuration has {} problem(s):", self.0.len());
         for e in &self.0 {
-            if e.path.is_empty() {
-                eprintln!("  - {}", e.message);
+            let line = if e.path.is_empty() {
+                format!("  - {}", e.message)
             } else {
-                eprintln!("  - {}: {}", e.path, e.message);
-            }
+                format!("  - {}: {}", e.path, e.message)
+            };
+            eprintln!("{}", gateway_core::redact::scrub(&line));
         }
         std::process::ExitCode::from(2)
     }
@@ -73,7 +76,12 @@ impl ConfigFailure {
 pub fn data_dir_of(file: Option<&Path>) -> anyhow::Result<PathBuf> {
     match router::config::find_config_file(file) {
         Ok(path) => {
-            let tree = router::config::load_tree(Some(&path)).map_err(anyhow::Error::new)?;
+            let mut tree = router::config::load_tree(Some(&path)).map_err(anyhow::Error::new)?;
+            // Only a reference in the data dir itself matters here.
+            let refs = router::config::expand_env_refs(&mut tree, &router::registry::process_env);
+            if let Some(e) = refs.into_iter().find(|e| e.path == "gateway.data_dir") {
+                return Err(anyhow::anyhow!("{e}"));
+            }
             let cfg = router::config::parse_tree(tree).map_err(anyhow::Error::new)?;
             Ok(cfg.gateway.data_dir)
         }

@@ -63,15 +63,23 @@ fn non_interactive_flags_write_a_config_that_gateway_check_accepts() {
     );
     let cfg = dir.path().join("config.yaml");
     let v = read_yaml(&cfg);
+    // --secret-env writes the reference, never the value.
     assert_eq!(
         v["platforms"]["wecom_callback"]["extra"]["corp_secret"],
-        "from-the-env"
+        "${MY_SECRET}"
+    );
+    assert!(
+        !std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("from-the-env"),
+        "the secret value was written to the file"
     );
     assert_eq!(v["agent"]["model"], "qwen2.5");
 
     let check = gateway(dir.path())
         .args(["check", "-c", "config.yaml"])
         .env("OLLAMA_KEY", "k")
+        .env("MY_SECRET", "from-the-env")
         .output()
         .unwrap();
     assert!(

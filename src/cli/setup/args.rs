@@ -35,8 +35,9 @@ pub struct SetupArgs {
     /// wecom: the bot Secret; wecom_callback: the app Secret. Prefer --secret-env.
     #[arg(long, conflicts_with = "secret_env")]
     pub secret: Option<String>,
-    /// Read the secret from this environment variable.
-    #[arg(long)]
+    /// Name of the environment variable holding the secret: the file gets the reference
+    /// `${NAME}` (resolved by `gateway run`), never the value.
+    #[arg(long, value_name = "NAME")]
     pub secret_env: Option<String>,
     /// wecom: create the bot by scanning a QR code (interactive terminals).
     #[arg(long)]
@@ -60,14 +61,14 @@ pub struct SetupArgs {
     /// wecom_callback: the callback Token (generated when neither it nor a current one exists).
     #[arg(long, conflicts_with = "token_env")]
     pub token: Option<String>,
-    /// Read the Token from this environment variable.
-    #[arg(long)]
+    /// Name of the environment variable holding the Token (written as `${NAME}`).
+    #[arg(long, value_name = "NAME")]
     pub token_env: Option<String>,
     /// wecom_callback: the EncodingAESKey (43 characters).
     #[arg(long, conflicts_with = "encoding_aes_key_env")]
     pub encoding_aes_key: Option<String>,
-    /// Read the EncodingAESKey from this environment variable.
-    #[arg(long)]
+    /// Name of the environment variable holding the EncodingAESKey (written as `${NAME}`).
+    #[arg(long, value_name = "NAME")]
     pub encoding_aes_key_env: Option<String>,
     /// wecom_callback: generate a new Token and EncodingAESKey.
     #[arg(long)]
@@ -127,10 +128,18 @@ pub struct SetupArgs {
     pub test_agent: bool,
 }
 
+/// The `${NAME}` reference written for `--…-env NAME`. The variable must be set now too: the
+/// live checks and the final validation use its value (which never reaches the file).
 fn from_env(flag: &'static str, var: &str) -> Result<String, SetupError> {
+    if !super::is_env_name(var) {
+        return Err(SetupError::Unsupported(format!(
+            "{flag}: `{var}` is not a variable name (letters, digits, `_`)"
+        )));
+    }
     std::env::var(var)
         .ok()
         .filter(|v| !v.trim().is_empty())
+        .map(|_| format!("${{{var}}}"))
         .ok_or_else(|| SetupError::Unsupported(format!("{flag}: the variable {var} is not set")))
 }
 

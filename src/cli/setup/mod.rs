@@ -203,6 +203,36 @@ pub fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// True for a variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// True when the whole answer is one `${NAME}` reference (`--secret-env NAME`, or typed): it is
+/// written to the file as it is, and its value is checked once resolved.
+pub fn is_env_ref(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .is_some_and(is_env_name)
+}
+
+/// `value` with its `${NAME}` references resolved from the wizard's environment, for live
+/// checks. `Err` names the unset variable.
+pub fn resolve(w: &Wizard<'_>, value: Value) -> Result<Value, String> {
+    let mut v = value;
+    let env: &dyn Fn(&str) -> Option<String> = w.env;
+    let errors = router::config::expand_env_refs(&mut v, env);
+    match errors.into_iter().next() {
+        None => Ok(v),
+        Some(e) if e.path.is_empty() => Err(e.message),
+        Some(e) => Err(format!("{}: {}", e.path, e.message)),
+    }
+}
+
 /// A scalar field.
 pub fn field(key: &str, v: impl Into<Value>) -> (String, Node) {
     (key.to_string(), Node::Value(v.into()))
@@ -462,9 +492,14 @@ impl Wizard<'_> {
             env(name)
         };
         let checked = check_with_env(&tmp, self.registry, &lookup, missing.is_some());
-        if let Err(errors) = checked {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(SetupError::Invalid(errors));
+        match checked {
+            Ok(deferred) => todo.extend(deferred.into_iter().map(|(path, var)| {
+                format!("export {var}=<the value> in the environment of `gateway run` ({path})")
+            })),
+            Err(errors) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(SetupError::Invalid(errors));
+            }
         }
         std::fs::rename(&tmp, path).map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
@@ -481,14 +516,31 @@ impl Wizard<'_> {
 /// Validates a file like `gateway check`, with `lookup` as the adapters' environment. When the
 /// agent's API-key variable is not set here (`key_deferred`), the agent section gets the same
 /// checks except that one; otherwise it is built exactly as `gateway check` builds it.
+///
+/// A `${NAME}` reference whose variable is not set here may be set only in the service's
+/// environment: it is returned as `(key path, variable)` to do, and the checks of that key,
+/// which need its value, are left to `gateway check` at run time.
 fn check_with_env(
     path: &Path,
     registry: &router::Registry,
     lookup: &dyn Fn(&str) -> Option<String>,
     key_deferred: bool,
-) -> Result<(), Vec<ConfigError>> {
-    let tree = router::config::load_tree(Some(path)).map_err(|e| e.0)?;
-    let (mut cfg, mut errors) = router::config::parse_tree_partial(tree);
+) -> Result<Vec<(String, String)>, Vec<ConfigError>> {
+    let mut tree = router::config::load_tree(Some(path)).map_err(|e| e.0)?;
+    let mut deferred = Vec::new();
+    let mut errors = Vec::new();
+    for e in router::config::expand_env_refs(&mut tree, lookup) {
+        let var = e
+            .message
+            .split_once("environment variable ")
+            .and_then(|(_, r)| r.split_whitespace().next());
+        match var {
+            Some(var) => deferred.push((e.path.clone(), var.to_string())),
+            None => errors.push(e),
+        }
+    }
+    let (mut cfg, parse_errors) = router::config::parse_tree_partial(tree);
+    errors.extend(parse_errors);
     router::registry::apply_kind_env(&mut cfg, registry, lookup);
     if let Err(e) = router::registry::build_instances(&cfg, registry) {
         errors.extend(e);
@@ -511,8 +563,12 @@ fn check_with_env(
             errors.extend(e.into_iter().map(|e| e.under("agent")));
         }
     }
+    // The unresolved `${NAME}` is no value to check (an EncodingAESKey of the wrong length).
+    let at_or_below =
+        |e: &ConfigError, p: &str| e.path == p || e.path.starts_with(&format!("{p}."));
+    errors.retain(|e| !deferred.iter().any(|(p, _)| at_or_below(e, p)));
     if errors.is_empty() {
-        Ok(())
+        Ok(deferred)
     } else {
         Err(errors)
     }

@@ -31,6 +31,9 @@ fn check_bot_id(s: &str) -> Result<(), String> {
 }
 
 fn check_secret(s: &str) -> Result<(), String> {
+    if super::is_env_ref(s) {
+        return Ok(());
+    }
     if s.is_empty() || s.chars().any(char::is_whitespace) || s.len() > 256 {
         Err("the Secret is one word without spaces, shown once when the bot is created".into())
     } else {
@@ -209,8 +212,14 @@ async fn check_bot(w: &mut Wizard<'_>, name: &str, fields: &Fields) -> Result<()
     if !go {
         return Ok(());
     }
-    let Value::Object(extra) = to_value(fields) else {
-        return Ok(());
+    // `${NAME}` references are written as they are; the bot is tested with their values.
+    let extra = match super::resolve(w, to_value(fields)) {
+        Ok(Value::Object(extra)) => extra,
+        Ok(_) => return Ok(()),
+        Err(e) => {
+            w.prompter.say(&format!("Not testing the bot now: {e}."));
+            return Ok(());
+        }
     };
     let spec = InstanceSpec {
         name: name.to_string(),

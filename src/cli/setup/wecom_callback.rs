@@ -79,6 +79,9 @@ pub fn check_agent_id(s: &str) -> Result<(), String> {
 
 /// Validates a callback Token as typed.
 pub fn check_token(s: &str) -> Result<(), String> {
+    if super::is_env_ref(s) {
+        return Ok(());
+    }
     if (3..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(())
     } else {
@@ -88,6 +91,10 @@ pub fn check_token(s: &str) -> Result<(), String> {
 
 /// Validates an EncodingAESKey as typed: exactly 43 characters that decode to an AES key.
 pub fn check_aes_key(s: &str) -> Result<(), String> {
+    // A reference is checked once resolved, by the final validation.
+    if super::is_env_ref(s) {
+        return Ok(());
+    }
     wecom_common::WeComCrypto::new("check", s, "")
         .map(|_| ())
         .map_err(|e| {
@@ -97,6 +104,9 @@ pub fn check_aes_key(s: &str) -> Result<(), String> {
 }
 
 fn check_secret(s: &str) -> Result<(), String> {
+    if super::is_env_ref(s) {
+        return Ok(());
+    }
     if s.is_empty() || s.chars().any(char::is_whitespace) {
         Err("the Secret is one word without spaces (App Management → your app → Secret)".into())
     } else {
@@ -186,11 +196,22 @@ pub async fn configure(
         let p = w
             .prompter
             .progress("Checking the CorpID and Secret with WeCom (gettoken)…");
+        // A `${NAME}` answer is written as it is; WeCom is asked with its value.
+        let resolved = match super::resolve(w, Value::String(secret.clone())) {
+            Ok(Value::String(s)) => s,
+            Ok(_) => secret.clone(),
+            Err(e) => {
+                w.prompter.say(&format!(
+                    "Not checking the credentials now: the Secret {e}."
+                ));
+                break (corp_id, secret, agent_id);
+            }
+        };
         let r = gettoken(
             &w.http,
             &api_base,
             &corp_id,
-            &SecretString::from(secret.clone()),
+            &SecretString::from(resolved),
             GETTOKEN_TIMEOUT,
         )
         .await;
