@@ -2,7 +2,25 @@
 //! 127.0.0.1:0 that checks subscribe credentials, ACKs requests, pushes scripted callbacks and
 //! events, records every frame it receives, and can drop the socket, stop answering pings, kick
 //! (`disconnected_event`), delay or withhold ACKs, answer chosen errcodes, accept chunked uploads,
-//! and serve AES-encrypted media over HTTP. Protocol facts: reference `wecom-aibot.md`.
+//! and serve AES-encrypted media over HTTP. Protocol facts: reference `wecom-aibot-official.md`
+//! (which supersedes `wecom-aibot.md`).
+//!
+//! By default it is strict, modelled on the official client (`@wecom/aibot-node-sdk`):
+//! - one passive reply per inbound message `req_id`: one stream (same `stream.id` on every
+//!   frame; the card part of `stream_with_template_card` once), or one card, or one media reply.
+//!   Anything more answers [`ERR_REPLY_USED`] (899001), **the emulator's own code, not WeCom's**
+//!   (the real answer is unknown), and is a violation;
+//! - no passive `markdown`/`text` (40008); no stream on an event's `req_id` (846605); welcome
+//!   only on `enter_chat` within 5 s, card updates only on `template_card_event` within 5 s with
+//!   the event's `task_id`;
+//! - stream frames more than 6 minutes after the inbound message answer 846608
+//!   ([`OpenWs::stream_window`] changes the window);
+//! - `aibot_send_msg` to DMs and groups with markdown, a template card or media;
+//! - template cards validated (type, required fields, `task_id` unique per bot, ≤128 bytes);
+//! - closing stream frames without visible text are acked but recorded as violations.
+//!
+//! Refusals are recorded in [`OpenWs::frames`] (the errcode in [`Received::answered`]); breaches
+//! of the protocol also in [`OpenWs::violations`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -17,6 +35,7 @@
 //! # }
 //! ```
 
+mod codes;
 mod media;
 mod msg;
 mod reply;
@@ -33,9 +52,14 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use codes::{
+    CARD_UPDATE_WINDOW, ERR_EMPTY_CONTENT, ERR_INVALID_MSGTYPE, ERR_INVALID_PARAMETER,
+    ERR_INVALID_REQ_ID, ERR_REPLY_USED, ERR_STREAM_EXPIRED, ERR_WINDOW_EXPIRED, STREAM_WINDOW,
+    WELCOME_WINDOW,
+};
 pub use msg::{Chat, MediaRef, Msg};
 pub use reply::{Bubble, Reply};
-pub use state::{Match, Received, Subscribe, Upload, STREAM_MAX_BYTES, WELCOME_WINDOW};
+pub use state::{Match, Received, Subscribe, Upload, MARKDOWN_MAX_BYTES, STREAM_MAX_BYTES};
 
 use server::Shared;
 use state::{PushedInfo, State};
@@ -239,6 +263,7 @@ impl OpenWs {
             conn: None,
             at: Instant::now(),
             event: None,
+            task_id: None,
         };
         st.push(bot, frame, info);
         Pushed { req_id, msgid }
@@ -269,6 +294,7 @@ impl OpenWs {
             conn: None,
             at: Instant::now(),
             event: Some(eventtype.to_owned()),
+            task_id: None,
         };
         st.push(&bot, frame, info);
         Pushed { req_id, msgid }
@@ -369,7 +395,8 @@ impl OpenWs {
         self.shared.lock().add_rule(m, None, times);
     }
 
-    /// Streams older than `window` answer 846608.
+    /// Stream frames more than `window` after the inbound message answer 846608; 6 minutes
+    /// ([`STREAM_WINDOW`]) by default, as on WeCom. `Duration::MAX` turns the expiry off.
     pub fn stream_window(&self, window: Duration) {
         self.shared.lock().behaviour.stream_window = Some(window);
     }
@@ -384,7 +411,8 @@ impl OpenWs {
         self.shared.lock().behaviour.rate_limit = Some(per_minute);
     }
 
-    /// Lets proactive sends into groups succeed (by default they answer 600039).
+    /// Lets proactive sends into groups succeed (the default, as the official client does).
+    /// `false` is the legacy hermes-era model: group sends answer 600039.
     pub fn allow_group_proactive(&self, yes: bool) {
         self.shared.lock().behaviour.group_proactive = yes;
     }
@@ -448,7 +476,7 @@ impl OpenWs {
         self.shared.lock().next_conn - 1
     }
 
-    /// Frames sent on `req_id` with `aibot_respond_msg`, as a reply view.
+    /// Frames sent on `req_id` with `aibot_respond_msg` (accepted or not), as a reply view.
     pub fn reply(&self, req_id: &str) -> Reply {
         Reply::from_frames(
             self.frames()

@@ -1,5 +1,5 @@
 //! The emulator's media host: serves AES-encrypted media over plain HTTP on 127.0.0.1, the way
-//! WeCom's CDN serves the URLs in AI Bot callbacks (reference `wecom-aibot.md` §3.5, §5).
+//! WeCom's CDN serves the URLs in AI Bot callbacks (reference `wecom-aibot-official.md` §7).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
-//! Builders for the callback bodies the fake openws server pushes (reference `wecom-aibot.md`
-//! §3.3 message fields, §3.6 events): who is talking where ([`Chat`]) and what they sent
-//! ([`Msg`]).
+//! Builders for the callback bodies the fake openws server pushes (reference
+//! `wecom-aibot-official.md` §3.1 message fields, §3.2 events): who is talking where ([`Chat`])
+//! and what they sent ([`Msg`]).
 
 use serde_json::{json, Map, Value};
 

@@ -1,5 +1,6 @@
 //! A test-friendly view of everything a client sent on one callback's `req_id`: stream bubbles
-//! (one per `stream.id`, in order of first appearance) and markdown replies.
+//! (one per `stream.id`, in order of first appearance; a correct reply has at most one), cards,
+//! media and (refused) markdown replies.
 
 use serde_json::Value;
 
@@ -23,10 +24,13 @@ pub struct Bubble {
 pub struct Reply {
     /// Stream bubbles in order.
     pub bubbles: Vec<Bubble>,
-    /// Markdown replies in order.
+    /// Markdown replies in order (the strict emulator refuses them; they are kept for the view).
     pub markdown: Vec<String>,
-    /// Media replies (`{msgtype, <type>: {media_id}}` bodies).
+    /// Media replies (`{msgtype, <type>: {media_id}}` bodies), and bodies of unknown msgtypes.
     pub media: Vec<Value>,
+    /// Template cards: the `template_card` of `template_card` and `stream_with_template_card`
+    /// frames, in order.
+    pub cards: Vec<Value>,
     /// The raw frames.
     pub frames: Vec<Received>,
 }
@@ -36,8 +40,15 @@ impl Reply {
         let mut reply = Reply::default();
         for r in &frames {
             let body = r.body();
-            match body["msgtype"].as_str().unwrap_or("") {
-                "stream" => {
+            let msgtype = body["msgtype"].as_str().unwrap_or("");
+            if matches!(msgtype, "template_card" | "stream_with_template_card")
+                && !body["template_card"].is_null()
+            {
+                reply.cards.push(body["template_card"].clone());
+            }
+            match msgtype {
+                "template_card" => {}
+                "stream" | "stream_with_template_card" => {
                     let s = &body["stream"];
                     let id = s["id"].as_str().unwrap_or("").to_owned();
                     let content = s["content"].as_str().unwrap_or("").to_owned();
@@ -74,9 +85,9 @@ impl Reply {
         reply
     }
 
-    /// True when something was delivered and no bubble is left open.
+    /// True when something was delivered (a bubble, a card, markdown) and no bubble is open.
     pub fn is_complete(&self) -> bool {
-        (!self.bubbles.is_empty() || !self.markdown.is_empty())
+        (!self.bubbles.is_empty() || !self.markdown.is_empty() || !self.cards.is_empty())
             && self.bubbles.iter().all(|b| b.finals > 0)
     }
 
@@ -99,7 +110,12 @@ impl Reply {
     pub fn stream_frames(&self) -> Vec<(String, String, bool)> {
         self.frames
             .iter()
-            .filter(|r| r.body()["msgtype"] == "stream")
+            .filter(|r| {
+                matches!(
+                    r.body()["msgtype"].as_str(),
+                    Some("stream" | "stream_with_template_card")
+                )
+            })
             .map(|r| {
                 let s = &r.body()["stream"];
                 (

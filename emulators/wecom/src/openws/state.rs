@@ -1,11 +1,18 @@
 //! The fake openws server's state and its answer to every client frame: subscribe checks,
-//! ACKs, the reply/stream/send rules WeCom enforces (reference `wecom-aibot.md` §1–§4, §6.6),
-//! scripted failures, and the record of everything received.
+//! ACKs, the reply/stream/send rules modelled on the official client (reference
+//! `wecom-aibot-official.md` §1, §2, §4, §5, §9, §10), scripted failures, and the record of
+//! everything received.
 //!
-//! The rules are checked strictly so that the adapter's tests catch mistakes: frames over 20480
-//! bytes, frames after a stream's `finish`, a final frame identical to the previous one, replies
-//! on unknown or stale `req_id`s, proactive sends into groups, uploads with wrong chunks or md5.
-//! Breaches of the protocol (as opposed to scripted failures) are also listed as violations.
+//! The rules are strict by default so that the adapter's tests catch what could lose a reply on
+//! the real server: a second passive reply on one `req_id`, passive markdown, a stream on an
+//! event's `req_id`, stream frames past 6 minutes, invalid cards, frames over 20480 bytes,
+//! frames after a stream's `finish`, closing frames without visible text, replies on unknown or
+//! stale `req_id`s, uploads with wrong chunks or md5 (the passive rules: `passive.rs`). Breaches
+//! of the protocol (as opposed to scripted failures) are also listed as violations. Success
+//! ACKs are always `errcode: 0, errmsg: "ok"`.
+
+mod checks;
+mod passive;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -14,17 +21,17 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::codes::{ERR_EMPTY_CONTENT, ERR_INVALID_MSGTYPE, STREAM_WINDOW};
 pub use super::uploads::Upload;
 use super::uploads::Uploads;
+use passive::{Answer, Passive};
 
 /// Largest stream frame content, in bytes.
 pub const STREAM_MAX_BYTES: usize = 20480;
-/// Largest markdown content, in bytes (the cap live tests found).
+/// Largest proactive markdown content, in bytes. The official sources state no limit (the
+/// plugin chunks at 4000 characters); 4096 bytes is the cap live tests found (`wecom-aibot.md`
+/// §4.2), the tighter of the two, and what the adapter's `text_max_bytes` stays within.
 pub const MARKDOWN_MAX_BYTES: usize = 4096;
-/// Most frames the server keeps per stream.
-pub const STREAM_MAX_FRAMES: usize = 100;
-/// The window for a welcome reply after `enter_chat`.
-pub const WELCOME_WINDOW: Duration = Duration::from_secs(5);
 
 /// What the server writes to one connection.
 #[derive(Debug)]
@@ -186,14 +193,15 @@ pub(crate) struct PushedInfo {
     pub conn: Option<u64>,
     pub at: Instant,
     pub event: Option<String>,
+    /// A `template_card_event`'s `task_id` (nested first, then flat; §0 #19), filled by `push`.
+    pub task_id: Option<String>,
 }
 
+/// The one stream of an inbound message.
 #[derive(Debug)]
 struct StreamInfo {
-    frames: usize,
+    id: String,
     finished: bool,
-    opened_at: Instant,
-    last_content: String,
 }
 
 #[derive(Debug)]
@@ -227,10 +235,10 @@ impl Default for Behaviour {
         Self {
             answer_pings: true,
             ack_delay: Duration::ZERO,
-            stream_window: None,
+            stream_window: Some(STREAM_WINDOW),
             reply_window: None,
             rate_limit: None,
-            group_proactive: false,
+            group_proactive: true,
             req_ids_survive_reconnect: false,
         }
     }
@@ -251,7 +259,10 @@ pub(crate) struct State {
     pub behaviour: Behaviour,
     /// WebSocket-protocol pongs received.
     pub pongs: usize,
-    streams: HashMap<(String, String), StreamInfo>,
+    /// What each callback's `req_id` carried so far.
+    replies: HashMap<String, Passive>,
+    /// `(bot, task_id)` of every card sent: task ids are unique per bot (§9).
+    task_ids: HashSet<(String, String)>,
     rules: Vec<Rule>,
     rate: HashMap<String, VecDeque<Instant>>,
     seq: u64,
@@ -298,7 +309,8 @@ impl State {
             violations: Vec::new(),
             behaviour: Behaviour::default(),
             pongs: 0,
-            streams: HashMap::new(),
+            replies: HashMap::new(),
+            task_ids: HashSet::new(),
             rules: Vec::new(),
             rate: HashMap::new(),
             seq: 0,
@@ -345,6 +357,11 @@ impl State {
         let live = self.bots.get(bot).and_then(|b| b.live);
         let mut info = info;
         info.conn = live;
+        let event = &frame["body"]["event"];
+        info.task_id = event["template_card_event"]["task_id"]
+            .as_str()
+            .or(event["task_id"].as_str())
+            .map(str::to_owned);
         self.pushed.insert(req_id, info);
         match live {
             Some(conn) => self.write(conn, frame.to_string()),
@@ -484,17 +501,15 @@ impl State {
         };
         let result = match cmd.as_str() {
             "aibot_respond_msg" => self.respond(conn, &bot, &req_id, &frame["body"], now),
-            "aibot_send_msg" => self.send_msg(&frame["body"], now),
-            "aibot_respond_welcome_msg" => self.welcome(conn, &bot, &req_id, now),
+            "aibot_send_msg" => self.send_msg(&bot, &frame["body"], now),
+            "aibot_respond_welcome_msg" => self.welcome(conn, &bot, &req_id, &frame["body"], now),
+            "aibot_respond_update_msg" => self.update(conn, &bot, &req_id, &frame["body"], now),
             "aibot_upload_media_init" => self.uploads.init(&frame["body"], &mut self.violations),
             "aibot_upload_media_chunk" => self.uploads.chunk(&frame["body"], &mut self.violations),
             "aibot_upload_media_finish" => {
                 self.uploads.finish(&frame["body"], &mut self.violations)
             }
-            other => {
-                self.violations.push(format!("unknown cmd `{other}`"));
-                Err((40008, "invalid message type".into()))
-            }
+            other => self.breach(ERR_INVALID_MSGTYPE, format!("unknown cmd `{other}`")),
         };
         match result {
             Ok(body) => reply(answer(&req_id, 0, "ok", body)),
@@ -593,148 +608,20 @@ impl State {
         true
     }
 
-    fn respond(
-        &mut self,
-        conn: u64,
-        bot: &str,
-        req_id: &str,
-        body: &Value,
-        now: Instant,
-    ) -> Result<Option<Value>, (i64, String)> {
-        let Some(p) = self.pushed.get(req_id).cloned() else {
-            self.violations
-                .push(format!("reply on unknown req_id {req_id}"));
-            return Err((846605, "invalid req_id".into()));
-        };
-        if p.bot != bot {
-            self.violations
-                .push(format!("reply on req_id {req_id} of another bot"));
-            return Err((846605, "invalid req_id".into()));
+    /// A media body (`{media_id, title?, description?}`) names a finished upload.
+    fn media_ok(&mut self, media: &Value, what: &str) -> Result<(), (i64, String)> {
+        let id = media["media_id"].as_str().unwrap_or("");
+        if !self.uploads.media_ids.contains(id) {
+            return self.breach(40007, format!("{what} with unknown media_id {id}"));
         }
-        if !self.behaviour.req_ids_survive_reconnect && p.conn != Some(conn) {
-            return Err((846605, "invalid req_id: from an earlier connection".into()));
-        }
-        if self
-            .behaviour
-            .reply_window
-            .is_some_and(|w| now.saturating_duration_since(p.at) > w)
-        {
-            return Err((846604, "reply window expired".into()));
-        }
-        let msgtype = body["msgtype"].as_str().unwrap_or("");
-        match msgtype {
-            "stream" => self.stream_frame(req_id, &p.chat_id, &body["stream"], now),
-            "markdown" => {
-                let content = body["markdown"]["content"].as_str().unwrap_or("");
-                if content.len() > MARKDOWN_MAX_BYTES {
-                    self.violations
-                        .push(format!("markdown of {} bytes", content.len()));
-                    return Err((45002, "content too large".into()));
-                }
-                if !self.rate_ok(&p.chat_id, now) {
-                    return Err((846607, "rate limit".into()));
-                }
-                Ok(None)
-            }
-            "image" | "file" | "voice" | "video" => {
-                let id = body[msgtype]["media_id"].as_str().unwrap_or("");
-                if !self.uploads.media_ids.contains(id) {
-                    self.violations
-                        .push(format!("reply with unknown media_id {id}"));
-                    return Err((40007, "invalid media_id".into()));
-                }
-                let open = self
-                    .streams
-                    .iter()
-                    .any(|((r, _), s)| r == req_id && !s.finished);
-                if open {
-                    self.violations.push(format!(
-                        "media reply on {req_id}, which owns an open stream"
-                    ));
-                }
-                if !self.rate_ok(&p.chat_id, now) {
-                    return Err((846607, "rate limit".into()));
-                }
-                Ok(None)
-            }
-            other => {
-                self.violations
-                    .push(format!("reply with msgtype `{other}`"));
-                Err((40008, "invalid message type".into()))
-            }
-        }
+        Ok(())
     }
 
-    fn stream_frame(
-        &mut self,
-        req_id: &str,
-        chat: &str,
-        stream: &Value,
-        now: Instant,
-    ) -> Result<Option<Value>, (i64, String)> {
-        let id = stream["id"].as_str().unwrap_or("").to_owned();
-        let content = stream["content"].as_str().unwrap_or("").to_owned();
-        let finish = stream["finish"].as_bool().unwrap_or(false);
-        if id.is_empty() {
-            self.violations
-                .push(format!("stream frame without id on {req_id}"));
-            return Err((40008, "missing stream id".into()));
-        }
-        if content.len() > STREAM_MAX_BYTES {
-            self.violations.push(format!(
-                "stream frame of {} bytes on {req_id}",
-                content.len()
-            ));
-            return Err((45002, "content too large".into()));
-        }
-        let key = (req_id.to_owned(), id.clone());
-        if let Some(info) = self.streams.get(&key) {
-            if info.finished {
-                let v = format!("frame after finish on stream {id} of {req_id}");
-                self.violations.push(v);
-                return Err((846608, "stream already finished".into()));
-            }
-            let age = now.saturating_duration_since(info.opened_at);
-            if self.behaviour.stream_window.is_some_and(|w| age > w) {
-                return Err((846608, "stream message update expired".into()));
-            }
-        }
-        // Final frames count against the per-chat limit; intermediate ones do not.
-        if finish && !self.rate_ok(chat, now) {
-            return Err((846607, "rate limit".into()));
-        }
-        let info = self.streams.entry(key).or_insert(StreamInfo {
-            frames: 0,
-            finished: false,
-            opened_at: now,
-            last_content: String::new(),
-        });
-        info.frames += 1;
-        let (frames, repeated) = (
-            info.frames,
-            finish && info.frames > 1 && content == info.last_content,
-        );
-        info.last_content = content;
-        info.finished = finish;
-        if frames > STREAM_MAX_FRAMES {
-            self.violations.push(format!(
-                "more than {STREAM_MAX_FRAMES} frames on stream {id}"
-            ));
-        }
-        if repeated {
-            // The real server silently drops such a final frame.
-            self.violations.push(format!(
-                "final frame equals the previous frame on stream {id}"
-            ));
-        }
-        Ok(None)
-    }
-
-    fn send_msg(&mut self, body: &Value, now: Instant) -> Result<Option<Value>, (i64, String)> {
+    /// `aibot_send_msg` (§2.6): markdown, a template card or media, to a DM user or a group.
+    fn send_msg(&mut self, bot: &str, body: &Value, now: Instant) -> Answer {
         let chat = body["chatid"].as_str().unwrap_or("").to_owned();
         if chat.is_empty() {
-            self.violations.push("aibot_send_msg without chatid".into());
-            return Err((93006, "invalid chatid".into()));
+            return self.breach(93006, "aibot_send_msg without chatid".into());
         }
         if self.groups.contains(&chat) && !self.behaviour.group_proactive {
             return Err((600039, "device type not support".into()));
@@ -743,55 +630,24 @@ impl State {
         match msgtype {
             "markdown" => {
                 let content = body["markdown"]["content"].as_str().unwrap_or("");
+                if content.is_empty() {
+                    let what = format!("empty markdown to {chat}");
+                    return self.breach(ERR_EMPTY_CONTENT, what);
+                }
                 if content.len() > MARKDOWN_MAX_BYTES {
-                    self.violations
-                        .push(format!("markdown of {} bytes", content.len()));
-                    return Err((45002, "content too large".into()));
+                    let what = format!("markdown of {} bytes", content.len());
+                    return self.breach(45002, what);
                 }
             }
-            "image" | "file" | "voice" | "video" => {
-                let id = body[msgtype]["media_id"].as_str().unwrap_or("");
-                if !self.uploads.media_ids.contains(id) {
-                    self.violations
-                        .push(format!("send with unknown media_id {id}"));
-                    return Err((40007, "invalid media_id".into()));
-                }
-            }
+            "template_card" => self.claim_card(bot, &body["template_card"])?,
+            "image" | "file" | "voice" | "video" => self.media_ok(&body[msgtype], "send")?,
             other => {
-                self.violations.push(format!("send with msgtype `{other}`"));
-                return Err((40008, "invalid message type".into()));
+                return self.breach(ERR_INVALID_MSGTYPE, format!("send with msgtype `{other}`"));
             }
         }
         if !self.rate_ok(&chat, now) {
             return Err((846607, "rate limit".into()));
         }
         Ok(None)
-    }
-
-    fn welcome(
-        &mut self,
-        conn: u64,
-        bot: &str,
-        req_id: &str,
-        now: Instant,
-    ) -> Result<Option<Value>, (i64, String)> {
-        match self.pushed.get(req_id) {
-            Some(p)
-                if p.bot == bot
-                    && p.conn == Some(conn)
-                    && p.event.as_deref() == Some("enter_chat") =>
-            {
-                if now.saturating_duration_since(p.at) > WELCOME_WINDOW {
-                    return Err((846604, "welcome window expired".into()));
-                }
-                Ok(None)
-            }
-            _ => {
-                self.violations.push(format!(
-                    "welcome on {req_id}, which is not an enter_chat event"
-                ));
-                Err((846605, "invalid req_id".into()))
-            }
-        }
     }
 }

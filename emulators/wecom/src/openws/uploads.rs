@@ -1,6 +1,7 @@
-//! Chunked uploads on the fake openws server (reference `wecom-aibot.md` §4.4): `init` checks the
-//! declared size, chunk count (at most 100 of 512 KiB) and md5; each chunk must have a 0-based
-//! index in range; `finish` reassembles, verifies size and md5, and hands out a media id.
+//! Chunked uploads on the fake openws server (reference `wecom-aibot-official.md` §2.7): `init`
+//! checks the declared size, chunk count (at most 100 of 512 KiB) and md5; each chunk must have
+//! a 0-based index in range; `finish` reassembles, verifies size and md5, and hands out a media
+//! id.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
