@@ -45,7 +45,7 @@ pub struct Sandbox {
     /// WeCom's side of the self-built app.
     pub app: FakeApp,
     shutdown: CancellationToken,
-    gateway: tokio::task::JoinHandle<()>,
+    gateway: tokio::task::JoinHandle<Result<(), router::FatalError>>,
     _tmp: Option<tempfile_dir::TempDir>,
 }
 
