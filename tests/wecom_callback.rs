@@ -72,7 +72,10 @@ async fn ask(gw: &TestGateway, emu: &FakeWeComApi, app: &FakeApp, xml: &str) -> 
         if h["turns_running"] == 0 && h["messages_queued"] == 0 {
             return sent;
         }
-        assert!(Instant::now() < deadline, "the gateway never went idle: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never went idle: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -179,7 +182,13 @@ async fn media_location_link_and_events_reach_the_agent_as_typed_content() {
     );
 
     // enter_agent: the welcome text, no agent turn.
-    let welcome = ask(&gw, &emu, &app, &app.event_xml("bob", "enter_agent", "", "")).await;
+    let welcome = ask(
+        &gw,
+        &emu,
+        &app,
+        &app.event_xml("bob", "enter_agent", "", ""),
+    )
+    .await;
     assert_eq!(
         (welcome.touser(), welcome.content()),
         (Some("bob"), Some("Welcome to the agent."))
