@@ -8,6 +8,8 @@
 //! received (stream frames, `message/send` calls).
 
 mod play;
+mod screen;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +48,9 @@ pub struct Sandbox {
     pub app: FakeApp,
     shutdown: CancellationToken,
     gateway: tokio::task::JoinHandle<Result<(), router::FatalError>>,
+    /// The gateway's `/health` URL (turns running and queued: "is it answering?").
+    health_url: String,
+    http: reqwest::Client,
     _tmp: Option<tempfile_dir::TempDir>,
 }
 
@@ -99,7 +104,8 @@ impl Sandbox {
         callback["port"] = port.into();
         callback["api_base_url"] = rest.base_url().into();
         let config = serde_json::json!({
-            "gateway": {"data_dir": dir.join("data"), "listen": "127.0.0.1:0"},
+            // A short drain: leaving the sandbox stops its answers rather than waiting them out.
+            "gateway": {"data_dir": dir.join("data"), "listen": "127.0.0.1:0", "drain_timeout_secs": 3},
             "agent": agent,
             "platforms": {
                 "wecom": {"extra": {
@@ -120,22 +126,52 @@ impl Sandbox {
         let store = super::open_store(&cfg.gateway.data_dir)?;
         let gw = router::Gateway::new(cfg, plans, agent, store, TokioClock::shared());
         let shutdown = CancellationToken::new();
-        let gateway = tokio::spawn(gw.run(None, shutdown.clone()));
+        // The health listener tells the chat whether a turn is running or queued.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("no free loopback port")?;
+        let health_url = format!("http://{}/health", listener.local_addr()?);
+        let gateway = tokio::spawn(gw.run(Some(listener), shutdown.clone()));
         openws.wait_subscribed(1).await;
+        // Loopback only: a proxy from the environment must not see these requests.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
         Ok(Self {
             openws,
             rest,
             app,
             shutdown,
             gateway,
+            health_url,
+            http,
             _tmp: tmp,
         })
     }
 
-    /// Stops the gateway (draining) and the emulator.
-    pub async fn stop(self) {
+    /// Turns running plus messages queued in the gateway; `None` when `/health` cannot be read.
+    pub async fn load(&self) -> Option<u64> {
+        let body: serde_json::Value = self
+            .http
+            .get(&self.health_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(body["turns_running"].as_u64()? + body["messages_queued"].as_u64()?)
+    }
+
+    /// Stops the gateway (draining briefly) and the emulator.
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let _ = self.gateway.await;
+        match self.gateway.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(fatal)) => Err(fatal.into()),
+            Err(e) => Err(anyhow::anyhow!("the sandbox gateway failed: {e}")),
+        }
     }
 }
 
@@ -158,23 +194,26 @@ fn free_port() -> anyhow::Result<u16> {
 pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let sandbox = Sandbox::start(args.config.as_deref(), args.data_dir.as_deref()).await?;
     let sandbox = Arc::new(sandbox);
-    let mut session = Session::new(sandbox.clone());
     let result = match &args.script {
-        Some(script) => {
-            let text = std::fs::read_to_string(script)
-                .with_context(|| format!("cannot read {}", script.display()))?;
-            let base = script.parent().filter(|p| !p.as_os_str().is_empty());
-            session
-                .play_script(&text, base, &mut std::io::stdout())
-                .await
-        }
-        None => session.interactive().await,
+        Some(script) => match std::fs::read_to_string(script) {
+            Ok(text) => {
+                let base = script.parent().filter(|p| !p.as_os_str().is_empty());
+                Session::plain(sandbox.clone())
+                    .play_script(&text, base)
+                    .await
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", script.display())),
+        },
+        None => Session::interactive(sandbox.clone()).await,
     };
-    drop(session);
-    if let Ok(sandbox) = Arc::try_unwrap(sandbox) {
-        sandbox.stop().await;
-    }
-    result.map(|()| ExitCode::SUCCESS)
+    // Every session handle is gone once the chat returns; the emulator stops with the last.
+    let stopped = match Arc::try_unwrap(sandbox) {
+        Ok(sandbox) => sandbox.stop().await,
+        Err(_) => Ok(()),
+    };
+    result?;
+    stopped?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A temporary directory removed on drop (no extra dependency for one use).

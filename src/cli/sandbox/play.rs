@@ -1,16 +1,18 @@
 //! The sandbox chat: turns what you type into WeCom traffic on the emulator and prints what the
-//! bot sends back — stream updates as they arrive, then the final message. The same loop plays a
-//! script (`--script FILE`) and prints the transcript.
+//! bot sends back — stream updates as they arrive, then the final message. Typing and showing
+//! run side by side: a reader thread feeds lines into a channel, and the chat loop selects
+//! between them, a poll of the emulator, and Ctrl-C. A script (`--script FILE`) is played on
+//! the same session, one line after the previous answer is in, and prints the transcript.
 
-use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use tokio::io::AsyncBufReadExt as _;
 use tokio::time::Instant;
 use wecom_emulator::openws::{Chat, Msg};
 
+use super::screen::{self, Input};
+use super::watch::{Watch, QUIET};
 use super::Sandbox;
 
 /// Which adapter the user talks to.
@@ -33,37 +35,42 @@ impl Adapter {
 
 /// How often the emulator is polled for the bot's frames.
 const POLL: Duration = Duration::from_millis(40);
-/// A reply counts as complete after this long without news.
-const QUIET: Duration = Duration::from_millis(700);
-/// Longest wait for one answer (the agent's own time limit answers before this).
+/// Longest wait for one answer in a script (the agent's own time limit answers before this).
 const ANSWER_LIMIT: Duration = Duration::from_secs(600);
-/// Partial stream contents are shown up to this many characters (their tail).
-const PARTIAL_CHARS: usize = 90;
+/// A second Ctrl-C this soon after the first leaves, even while an answer is being stopped.
+const DOUBLE_PRESS: Duration = Duration::from_secs(2);
+/// On leaving, an answer that was expected but shows no sign of coming is not waited for.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(5);
 
 const HELP: &str = "\
-Type a message and press Enter; the bot's answer streams below it.
+Type a message and press Enter; the bot's answer streams below it. You can keep typing while
+it answers: a new message waits its turn in the gateway, /stop ends the answer.
   :wecom | :callback     talk to the AI Bot adapter or the self-built app adapter
   :dm [USER]             a direct message (optionally as USER)
   :group [CHAT_ID]       a group chat (AI Bot only)
   :as USER               change who you are
   :file PATH | :image PATH   send a file or a picture
   :help                  this text
-  :quit                  leave (Ctrl-D works too)
+  :quit                  leave once the answers are in (Ctrl-D works too)
+Ctrl-C stops the current answer (it sends /stop); a second Ctrl-C, or one while nothing is
+being answered, leaves at once.
 Lines starting with / go to the gateway (/help, /new, /stop, /status, /whoami).";
 
 /// The chat state: who you are, where you write, through which adapter.
 pub struct Session {
     sandbox: Arc<Sandbox>,
+    screen: screen::Shared,
+    watch: Watch,
     adapter: Adapter,
     user: String,
     group: Option<String>,
-    /// Whether the user's lines are repeated in the output (scripts: yes; a terminal already
-    /// shows what was typed).
+    /// Whether the user's lines are repeated in the output (scripts and piped input: yes; a
+    /// terminal already shows what was typed).
     echo_input: bool,
     /// The last heading printed; a new one is printed when the chat changes.
     heading: Option<String>,
     /// Relative `:file` paths resolve here (a script's directory).
-    base_dir: Option<std::path::PathBuf>,
+    base_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Session {
@@ -76,10 +83,12 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts as `alice` in a DM with the AI Bot.
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+    /// Starts as `alice` in a DM with the AI Bot, writing to `screen`.
+    fn new(sandbox: Arc<Sandbox>, screen: screen::Shared) -> Self {
         Self {
             sandbox,
+            screen,
+            watch: Watch::new(),
             adapter: Adapter::WeCom,
             user: "alice".into(),
             group: None,
@@ -87,6 +96,14 @@ impl Session {
             heading: None,
             base_dir: None,
         }
+    }
+
+    /// A session writing plain lines to stdout (for scripts).
+    pub fn plain(sandbox: Arc<Sandbox>) -> Self {
+        Self::new(
+            sandbox,
+            Arc::new(std::sync::Mutex::new(screen::Screen::plain())),
+        )
     }
 
     fn heading(&self) -> String {
@@ -97,81 +114,118 @@ impl Session {
         format!("── {} · {chat} · {} ──", self.adapter.name(), self.user)
     }
 
-    /// Handles one input line; returns false for `:quit`.
-    async fn line(&mut self, line: &str, out: &mut dyn Write) -> anyhow::Result<bool> {
+    /// Shows a finished line.
+    fn say(&self, text: &str) -> std::io::Result<()> {
+        screen::lock(&self.screen).line(text)
+    }
+
+    /// Shows what the emulator received since the last call.
+    fn poll(&mut self) -> std::io::Result<()> {
+        let mut screen = screen::lock(&self.screen);
+        self.watch.poll(&self.sandbox, &mut screen)
+    }
+
+    /// Whether the gateway is answering (or about to): a reply is expected or streaming, or a
+    /// turn runs or waits in the gateway.
+    async fn answering(&self) -> bool {
+        self.watch.pending() || self.sandbox.load().await.unwrap_or(0) > 0
+    }
+
+    /// Whether everything sent was answered and shown, and nothing came for a moment. An
+    /// expected reply that has shown no sign for `patience` is not waited for.
+    async fn settled(&self, patience: Duration) -> bool {
+        let silence = self.watch.silence();
+        silence >= QUIET
+            && (!self.watch.pending() || silence >= patience)
+            && self.sandbox.load().await.unwrap_or(0) == 0
+    }
+
+    /// Handles one input line; returns false for `:quit`. Nothing here waits for an answer.
+    async fn line(&mut self, line: &str) -> anyhow::Result<bool> {
         let line = line.trim_end();
         if line.trim().is_empty() || line.starts_with('#') {
             return Ok(true);
         }
-        if let Some(cmd) = line.strip_prefix(':') {
-            let mut words = cmd.split_whitespace();
-            let verb = words.next().unwrap_or_default();
-            let arg = words.collect::<Vec<_>>().join(" ");
-            match verb {
-                "quit" | "q" | "exit" => return Ok(false),
-                "help" | "h" => writeln!(out, "{HELP}")?,
-                "wecom" | "bot" => self.switch(Adapter::WeCom, out)?,
-                "callback" | "app" => {
-                    self.group = None;
-                    self.switch(Adapter::Callback, out)?
-                }
-                "dm" => {
-                    if !arg.is_empty() {
-                        self.user = arg;
-                    }
-                    self.group = None;
-                    self.show_heading(out)?;
-                }
-                "group" if self.adapter == Adapter::Callback => writeln!(
-                    out,
-                    "(self-built apps receive no group chats; switch with :wecom first)"
-                )?,
-                "group" => {
-                    self.group = Some(if arg.is_empty() {
-                        "wr-sandbox-team".into()
-                    } else {
-                        arg
-                    });
-                    self.show_heading(out)?;
-                }
-                "as" if !arg.is_empty() => {
-                    self.user = arg;
-                    self.show_heading(out)?;
-                }
-                "file" | "image" if !arg.is_empty() => self.send_file(verb, &arg, out).await?,
-                _ => writeln!(out, "(unknown command :{verb}; :help lists them)")?,
-            }
+        let Some(cmd) = line.strip_prefix(':') else {
+            self.send_text(line).await?;
             return Ok(true);
-        }
-        self.show_heading(out)?;
-        if self.echo_input {
-            writeln!(out, "{}> {line}", self.user)?;
-        }
-        match self.adapter {
-            Adapter::WeCom => {
-                let pushed = self.sandbox.openws.push_text(self.chat(), line);
-                self.watch_stream(&pushed.req_id, out).await?;
+        };
+        let mut words = cmd.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let arg = words.collect::<Vec<_>>().join(" ");
+        match verb {
+            "quit" | "q" | "exit" => return Ok(false),
+            "help" | "h" => {
+                for l in HELP.lines() {
+                    self.say(l)?;
+                }
             }
-            Adapter::Callback => {
-                let before = self.sandbox.rest.sent().len();
-                let (posted, _) = self.sandbox.app.push_text(&self.user, line).await;
-                self.check_posted(posted.status, out)?;
-                self.watch_sends(before, out).await?;
+            "wecom" | "bot" => self.switch(Adapter::WeCom)?,
+            "callback" | "app" => {
+                self.group = None;
+                self.switch(Adapter::Callback)?
             }
+            "dm" => {
+                if !arg.is_empty() {
+                    self.user = arg;
+                }
+                self.group = None;
+                self.show_heading()?;
+            }
+            "group" if self.adapter == Adapter::Callback => {
+                self.say("(self-built apps receive no group chats; switch with :wecom first)")?
+            }
+            "group" => {
+                self.group = Some(if arg.is_empty() {
+                    "wr-sandbox-team".into()
+                } else {
+                    arg
+                });
+                self.show_heading()?;
+            }
+            "as" if !arg.is_empty() => {
+                self.user = arg;
+                self.show_heading()?;
+            }
+            "file" | "image" if !arg.is_empty() => self.send_file(verb, &arg).await?,
+            _ => self.say(&format!("(unknown command :{verb}; :help lists them)"))?,
         }
         Ok(true)
     }
 
-    fn switch(&mut self, adapter: Adapter, out: &mut dyn Write) -> std::io::Result<()> {
+    /// Sends a text message (or a gateway command) as the current user in the current chat.
+    async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.show_heading()?;
+        if self.echo_input {
+            self.say(&format!("{}> {text}", self.user))?;
+        }
+        match self.adapter {
+            Adapter::WeCom => {
+                let chat = self.chat();
+                let chat_id = chat.chat_id().to_owned();
+                let pushed = self.sandbox.openws.push_text(chat, text);
+                self.watch.expect_stream(pushed.req_id, &chat_id);
+            }
+            Adapter::Callback => {
+                let (posted, _) = self.sandbox.app.push_text(&self.user, text).await;
+                self.posted(posted.status)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn switch(&mut self, adapter: Adapter) -> std::io::Result<()> {
         self.adapter = adapter;
-        self.show_heading(out)
+        self.show_heading()
     }
 
     /// Prints the heading when the chat differs from the one last shown.
-    fn show_heading(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+    fn show_heading(&mut self) -> std::io::Result<()> {
         let h = self.heading();
         if self.heading.as_deref() != Some(h.as_str()) {
-            writeln!(out, "{h}")?;
+            let mut screen = screen::lock(&self.screen);
+            screen.line(&h)?;
+            screen.set_prompt(&format!("{}> ", self.user))?;
             self.heading = Some(h);
         }
         Ok(())
@@ -184,34 +238,41 @@ impl Session {
         }
     }
 
-    fn check_posted(&self, status: u16, out: &mut dyn Write) -> std::io::Result<()> {
-        if status != 200 {
-            writeln!(
-                out,
+    /// The gateway's answer to a callback POST: 200 means an answer will come.
+    fn posted(&mut self, status: u16) -> std::io::Result<()> {
+        if status == 200 {
+            self.watch.expect_send();
+            Ok(())
+        } else {
+            self.say(&format!(
                 "(the gateway answered the callback with HTTP {status})"
-            )?;
+            ))
         }
-        Ok(())
     }
 
-    async fn send_file(
-        &mut self,
-        verb: &str,
-        path: &str,
-        out: &mut dyn Write,
-    ) -> anyhow::Result<()> {
+    /// `:file` / `:image`: a path that cannot be read is reported and the chat goes on.
+    async fn send_file(&mut self, verb: &str, path: &str) -> anyhow::Result<()> {
         let full = match &self.base_dir {
-            Some(base) if std::path::Path::new(path).is_relative() => base.join(path),
-            _ => std::path::PathBuf::from(path),
+            Some(base) if Path::new(path).is_relative() => base.join(path),
+            _ => PathBuf::from(path),
         };
-        let bytes =
-            std::fs::read(&full).with_context(|| format!("cannot read {}", full.display()))?;
-        let name = std::path::Path::new(path)
+        let bytes = match read_attachment(&full) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.say(&format!("(cannot send {}: {e})", full.display()))?;
+                return Ok(());
+            }
+        };
+        let name = Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
-        self.show_heading(out)?;
-        writeln!(out, "{}> [{verb} {name}, {} bytes]", self.user, bytes.len())?;
+        self.show_heading()?;
+        self.say(&format!(
+            "{}> [{verb} {name}, {} bytes]",
+            self.user,
+            bytes.len()
+        ))?;
         match self.adapter {
             Adapter::WeCom => {
                 let media = self.sandbox.openws.host_media(&bytes);
@@ -220,8 +281,10 @@ impl Session {
                 } else {
                     Msg::file(&media, &name)
                 };
-                let pushed = self.sandbox.openws.push(self.chat(), msg);
-                self.watch_stream(&pushed.req_id, out).await
+                let chat = self.chat();
+                let chat_id = chat.chat_id().to_owned();
+                let pushed = self.sandbox.openws.push(chat, msg);
+                self.watch.expect_stream(pushed.req_id, &chat_id);
             }
             Adapter::Callback => {
                 let mime = if verb == "image" {
@@ -235,148 +298,166 @@ impl Session {
                     .sandbox
                     .app
                     .media_xml(&self.user, verb, &media_id, msg_id);
-                let before = self.sandbox.rest.sent().len();
                 let posted = self.sandbox.app.push_xml(&xml).await;
-                self.check_posted(posted.status, out)?;
-                self.watch_sends(before, out).await
+                self.posted(posted.status)?;
             }
         }
+        Ok(())
     }
 
-    /// Prints the stream bubbles on `req_id` as they change, until every bubble is finished and
-    /// nothing new arrived for a moment.
-    async fn watch_stream(&self, req_id: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    /// Shows the answers until everything sent was answered (scripts go one line at a time).
+    async fn settle(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
-        let mut shown: Vec<(usize, bool)> = Vec::new(); // per bubble: contents shown, finished
-        let mut markdown_shown = 0;
-        let mut last_news = Instant::now();
         loop {
-            let reply = self.sandbox.openws.reply(req_id);
-            for (i, bubble) in reply.bubbles.iter().enumerate() {
-                if shown.len() <= i {
-                    shown.push((0, false));
-                }
-                let (count, done) = &mut shown[i];
-                while *count < bubble.contents.len() && bubble.final_content.is_none() {
-                    writeln!(out, "  … {}", partial(&bubble.contents[*count]))?;
-                    *count += 1;
-                    last_news = Instant::now();
-                }
-                if let (Some(fin), false) = (&bubble.final_content, *done) {
-                    writeln!(out, "bot> {}", fin.replace('\u{200B}', ""))?;
-                    *count = bubble.contents.len();
-                    *done = true;
-                    last_news = Instant::now();
-                }
-            }
-            for md in reply.markdown.iter().skip(markdown_shown) {
-                writeln!(out, "bot> {md}")?;
-                markdown_shown += 1;
-                last_news = Instant::now();
-            }
-            out.flush()?;
-            if reply.is_complete() && last_news.elapsed() >= QUIET {
+            self.poll()?;
+            if self.settled(ANSWER_LIMIT).await {
                 return Ok(());
             }
             if start.elapsed() > ANSWER_LIMIT {
-                writeln!(
-                    out,
+                self.say(&format!(
                     "(no complete answer after {} s)",
                     ANSWER_LIMIT.as_secs()
-                )?;
+                ))?;
+                self.watch.give_up();
                 return Ok(());
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    /// Prints the `message/send` calls to the current user made after the first `before`, until
-    /// at least one arrived and nothing new came for a moment.
-    async fn watch_sends(&self, before: usize, out: &mut dyn Write) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let mut seen = before;
-        let mut last_news = Instant::now();
-        let mut any = false;
-        loop {
-            let sent = self.sandbox.rest.sent();
-            for m in sent.iter().skip(seen) {
-                let text = match m.content() {
-                    Some(t) => t.to_string(),
-                    None => format!("[{} {}]", m.msgtype(), m.media_id().unwrap_or_default()),
-                };
-                writeln!(out, "bot> {text}")?;
-                any = true;
-                last_news = Instant::now();
-            }
-            seen = sent.len();
-            out.flush()?;
-            if any && last_news.elapsed() >= QUIET {
-                return Ok(());
-            }
-            if start.elapsed() > ANSWER_LIMIT {
-                writeln!(out, "(no answer after {} s)", ANSWER_LIMIT.as_secs())?;
-                return Ok(());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Plays `script` line by line, writing the transcript to `out`. Relative file paths in it
-    /// resolve against `base_dir`.
+    /// Plays `script` line by line, printing the transcript. Relative file paths in it resolve
+    /// against `base_dir`.
     pub async fn play_script(
-        &mut self,
+        mut self,
         script: &str,
-        base_dir: Option<&std::path::Path>,
-        out: &mut dyn Write,
+        base_dir: Option<&Path>,
     ) -> anyhow::Result<()> {
-        self.base_dir = base_dir.map(std::path::Path::to_path_buf);
+        self.base_dir = base_dir.map(Path::to_path_buf);
         for line in script.lines() {
-            if !self.line(line, out).await? {
+            if !self.line(line).await? {
                 break;
             }
+            self.settle().await?;
         }
         Ok(())
     }
 
-    /// The interactive chat on the terminal.
-    pub async fn interactive(&mut self) -> anyhow::Result<()> {
-        let mut out = std::io::stdout();
-        writeln!(
-            out,
-            "WeCom sandbox: an emulated WeCom on loopback, a gateway with both adapters, your agent.\n{HELP}"
+    /// The interactive chat on stdin and stdout (a terminal, or pipes).
+    pub async fn interactive(sandbox: Arc<Sandbox>) -> anyhow::Result<()> {
+        // Ctrl-C is ours from here on (before the banner, which tells a test we are ready).
+        let mut interrupts = Interrupts::new()?;
+        let (screen, mut input, _tty) = screen::open("alice> ");
+        let mut session = Self::new(sandbox, screen);
+        // A terminal shows what was typed; piped input is repeated so the transcript reads.
+        session.echo_input = !screen::lock(&session.screen).is_terminal();
+        session.say(
+            "WeCom sandbox: an emulated WeCom on loopback, a gateway with both adapters, your agent.",
         )?;
-        self.show_heading(&mut out)?;
-        self.echo_input = false;
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        for l in HELP.lines() {
+            session.say(l)?;
+        }
+        session.show_heading()?;
+        let result = session.run_chat(&mut input, &mut interrupts).await;
+        screen::lock(&session.screen).close()?;
+        result
+    }
+
+    /// The chat loop: input, output and Ctrl-C, side by side.
+    async fn run_chat(
+        &mut self,
+        input: &mut tokio::sync::mpsc::Receiver<Input>,
+        interrupts: &mut Interrupts,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_interrupt: Option<Instant> = None;
+        // After `:quit` or end of input: no more reading, leave once the answers are in.
+        let mut leaving = false;
         loop {
-            write!(out, "{}> ", self.user)?;
-            out.flush()?;
-            let Some(line) = lines.next_line().await? else {
-                break;
-            };
-            if !self.line(&line, &mut out).await? {
-                break;
+            tokio::select! {
+                // A line: commands act at once, messages go out without waiting for answers
+                // (the gateway queues them, or /stop ends the current one).
+                got = input.recv(), if !leaving => match got {
+                    Some(Input::Line(line)) => {
+                        self.poll()?;
+                        if !self.line(&line).await? {
+                            leaving = true;
+                        }
+                    }
+                    Some(Input::Eof) | None => leaving = true,
+                },
+                // The bot's output, shown as it arrives, in order.
+                _ = tick.tick() => {
+                    self.poll()?;
+                    if leaving && self.settled(LEAVE_PATIENCE).await {
+                        return Ok(());
+                    }
+                }
+                // Ctrl-C: stop the answer; a second one soon after, or one with nothing to
+                // stop, leaves.
+                () = interrupts.next() => {
+                    self.poll()?;
+                    let again = last_interrupt.is_some_and(|t| t.elapsed() < DOUBLE_PRESS);
+                    if again || !self.answering().await {
+                        self.say("(leaving the sandbox)")?;
+                        return Ok(());
+                    }
+                    last_interrupt = Some(Instant::now());
+                    self.say("(Ctrl-C: stopping the answer; press Ctrl-C again to leave)")?;
+                    self.send_text("/stop").await?;
+                }
             }
         }
-        Ok(())
     }
 }
 
-/// The tail of a partial stream content, on one line, with the empty seed shown as thinking.
-fn partial(content: &str) -> String {
-    let flat = content.replace("<think></think>", "").replace('\n', " ⏎ ");
-    if flat.trim().is_empty() {
-        return "(thinking)".into();
+/// Reads a file to attach; only regular files (a directory or a device is refused, a FIFO
+/// would block).
+fn read_attachment(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::other("it is a directory"));
     }
-    let chars: Vec<char> = flat.chars().collect();
-    if chars.len() <= PARTIAL_CHARS {
-        flat
-    } else {
-        format!(
-            "…{}",
-            chars[chars.len() - PARTIAL_CHARS..]
-                .iter()
-                .collect::<String>()
-        )
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::read(path)
+}
+
+/// SIGINT (Ctrl-C), received as a stream once installed.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                signal: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// The next Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
