@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(frame) = Incoming::parse(text) else {
         return;
     };
-    assert_eq!(frame.code(), frame.errcode.unwrap_or(0));
+    assert_eq!(frame.code(), frame.errcode.unwrap_or(-1));
+    assert_eq!(frame.is_success(), frame.errcode == Some(0));
     assert!(!frame.is_message() || frame.is_callback());
     assert!(frame.event_type().is_none_or(|t| !t.is_empty()));
 

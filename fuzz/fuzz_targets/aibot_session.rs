@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         ..SessionConfig::default()
     };
     let ttl = cfg.dedup_ttl;
-    let session = Session::new(cfg, "bot", SecretString::from("secret"), "device");
+    let session = Session::new(cfg, "bot", SecretString::from("secret"));
     let mut h = Harness {
         session,
         now: Instant::now(),

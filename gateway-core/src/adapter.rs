@@ -233,6 +233,20 @@ pub trait PlatformAdapter: Send + Sync {
     /// Opens the reply channel for an inbound message.
     async fn reply(&self, inbound: &InboundMessage) -> Result<Box<dyn ReplySink>, AdapterError>;
 
+    /// Tells the sender of `inbound` something that is not its answer (a "queued" notice, a
+    /// pairing code, a command's reply). The default replies in place through
+    /// [`PlatformAdapter::reply`]; a platform whose reply handle takes one reply only (the
+    /// answer, which may still come) sends notices another way.
+    async fn notice(
+        &self,
+        inbound: &InboundMessage,
+        text: &str,
+        log: &dyn DeliveryLog,
+    ) -> Result<(), AdapterError> {
+        let sink = self.reply(inbound).await?;
+        sink.finish_logged(text, TurnOutcome::Completed, log).await
+    }
+
     /// What the platform says about a chat.
     async fn chat_info(&self, chat: &ChatAddress) -> Result<ChatInfo, AdapterError> {
         Ok(ChatInfo {

@@ -48,6 +48,31 @@ pub fn split_by_bytes(text: &str, max_bytes: usize) -> Vec<String> {
         .collect()
 }
 
+/// The first chunk [`split_by_bytes`] would make of `text`, and the text the remaining chunks
+/// are cut from (starting with the reopened fence line when the first chunk ends inside a code
+/// block), so `head` plus the chunks of `rest` are exactly the chunks of `text`. For a message
+/// that shows what fits and continues the rest elsewhere (a WeCom stream, then markdown).
+pub fn split_head(text: &str, max_bytes: usize) -> (String, String) {
+    let pieces = plan(text, max_bytes);
+    let Some(first) = pieces.first() else {
+        return (String::new(), String::new());
+    };
+    let head = first.render(text);
+    let rest = match pieces.get(1) {
+        None => String::new(),
+        Some(next) => {
+            let mut r = String::new();
+            if let Some(reopen) = &next.reopen {
+                r.push_str(reopen);
+                r.push('\n');
+            }
+            r.push_str(&text[next.start..]);
+            r
+        }
+    };
+    (head, rest)
+}
+
 /// Like [`split_by_bytes`], but when more than one chunk results, each gets an ` (i/n)` marker
 /// whose bytes count toward `max_bytes`. The marker is separated by a space, or by a newline
 /// when the chunk ends with a fence line (so the fence still closes). If the limit is so small
@@ -326,6 +351,36 @@ fn find_cut(text: &str, pos: usize, limit: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_head_gives_the_first_chunk_and_what_the_others_come_from() {
+        assert_eq!(split_head("", 10), (String::new(), String::new()));
+        assert_eq!(split_head("short", 10), ("short".into(), String::new()));
+        let text = "aaa\n\nbbb\nccc ddd";
+        let (head, rest) = split_head(text, 9);
+        assert_eq!(head, "aaa");
+        assert_eq!(rest, "bbb\nccc ddd");
+        assert_eq!(
+            std::iter::once(head)
+                .chain(split_by_bytes(&rest, 9))
+                .collect::<Vec<_>>(),
+            split_by_bytes(text, 9)
+        );
+        // Cut inside a fence: the rest reopens it, so it renders on its own.
+        let fenced = format!("```rust\n{}\n```", "let x = 1;\n".repeat(20));
+        let (head, rest) = split_head(&fenced, 80);
+        assert!(
+            head.starts_with("```rust\n") && head.ends_with("\n```"),
+            "{head}"
+        );
+        assert!(rest.starts_with("```rust\n"), "{rest}");
+        assert_eq!(
+            std::iter::once(head)
+                .chain(split_by_bytes(&rest, 80))
+                .collect::<Vec<_>>(),
+            split_by_bytes(&fenced, 80)
+        );
+    }
 
     #[test]
     fn short_and_empty_texts() {

@@ -360,17 +360,26 @@ async fn supervise(
                 shutdown.cancel();
                 return;
             }
+            Err(AdapterError::Auth { message, hint }) => {
+                // The adapter already retried as its platform's client does; refused
+                // credentials do not heal by themselves, so the instance stays down (the rest
+                // of the gateway runs) until the config is fixed and the gateway restarted.
+                error!(instance = %name, error = %message, "Platform instance not started: its credentials were refused. {hint}");
+                inst.health
+                    .set_state(InstanceState::AuthFailed { hint: hint.clone() });
+                inst.health.error(format!("credentials refused: {message}"));
+                shared.metrics.inc(
+                    "gateway_errors_total",
+                    &[("instance", &name), ("kind", "auth")],
+                );
+                return;
+            }
             Err(e) => {
                 let delay = START_BACKOFF[attempt.min(START_BACKOFF.len() - 1)];
                 attempt += 1;
-                match &e {
-                    AdapterError::Auth { hint, .. } => inst
-                        .health
-                        .set_state(InstanceState::AuthFailed { hint: hint.clone() }),
-                    other => inst.health.set_state(InstanceState::Failed {
-                        error: other.to_string(),
-                    }),
-                }
+                inst.health.set_state(InstanceState::Failed {
+                    error: e.to_string(),
+                });
                 inst.health.error(e.to_string());
                 shared.metrics.inc(
                     "gateway_errors_total",

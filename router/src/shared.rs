@@ -100,13 +100,7 @@ impl Shared {
             let Some(inst) = this.instance(&inbound.instance) else { return };
             let target = gateway_core::Target::from_chat(&inbound.chat);
             let log = OutboxLog::new(this.clone(), &inst.name, target.clone(), &text, None);
-            let result = match inst.adapter.reply(&inbound).await {
-                Ok(sink) => {
-                    sink.finish_logged(&text, gateway_core::TurnOutcome::Completed, &log)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let result = inst.adapter.notice(&inbound, &text, &log).await;
             let result = match result {
                 Ok(()) => Ok(()),
                 Err(e) if log.started() => Err(e),

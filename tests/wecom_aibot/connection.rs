@@ -13,7 +13,7 @@ use super::support::TestGateway;
 use super::{health_of, instance, poll_http, registry, start, yaml};
 
 #[tokio::test]
-async fn subscribe_carries_credentials_and_a_device_id_that_survives_reconnects_and_restarts() {
+async fn subscribe_carries_the_credentials_as_the_official_client_sends_them() {
     let dir = tempfile::tempdir().unwrap();
     let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
     let gw = start(&emu, dir.path(), "", "").await;
@@ -22,64 +22,64 @@ async fn subscribe_carries_credentials_and_a_device_id_that_survives_reconnects_
         (first.bot_id.as_str(), first.secret.as_str()),
         ("bot-1", "secret-1")
     );
-    assert_eq!(first.device_id.len(), 32);
-    assert!(first.device_id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(
+        first.device_id.is_empty(),
+        "no device_id in the body (§0 item 1)"
+    );
+    let sub = &emu.frames()[0];
+    assert_eq!(
+        sub.body(),
+        &serde_json::json!({"bot_id": "bot-1", "secret": "secret-1"})
+    );
+    assert!(
+        sub.req_id().starts_with("aibot_subscribe_"),
+        "{}",
+        sub.req_id()
+    );
 
-    // A dropped socket: reconnect, same device id.
+    // A dropped socket: reconnect with the same body, then still serving.
     assert!(emu.drop_connection());
     let subs = emu.wait_subscribed(2).await;
-    assert_eq!(subs[1].device_id, first.device_id);
     assert_ne!(subs[1].conn, subs[0].conn);
-    // Still serving after the reconnect.
     let p = emu.push_text(Chat::dm("alice"), "after reconnect");
     assert_eq!(
         emu.expect_reply(&p.req_id).await.text(),
         "echo: after reconnect"
     );
-    gw.stop().await;
-
-    // A new process on the same data dir: same device id again.
-    let y = yaml(
-        "",
-        "",
-        &instance("wecom", &emu.url(), "bot-1", "secret-1", ""),
-    );
-    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
-    let subs = emu.wait_subscribed(3).await;
-    assert_eq!(subs[2].device_id, first.device_id);
-    gw.stop().await;
-
-    // Another data dir (another deployment) gets its own.
-    let other = tempfile::tempdir().unwrap();
-    let gw = TestGateway::start_with(other.path(), &y, &registry()).await;
-    let subs = emu.wait_subscribed(4).await;
-    assert_ne!(subs[3].device_id, first.device_id);
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_wrong_secret_shows_as_an_auth_failure_in_health() {
+/// Refused credentials: retried after 1, 2, 4, 8 and 16 s as the SDK does, then given up with
+/// `auth_failed` and a hint in /health — six subscribes in all, not an endless loop (§6.4).
+#[tokio::test(start_paused = true)]
+async fn a_wrong_secret_is_retried_five_times_then_shows_as_auth_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let emu = OpenWs::builder()
+        .bot("bot-1", "secret-1")
+        .patience(std::time::Duration::from_secs(900))
+        .start()
+        .await;
     let y = yaml(
         "",
         "",
         &instance("wecom", &emu.url(), "bot-1", "not-the-secret", ""),
     );
-    let gw = TestGateway::start_with(dir.path(), &y, &registry()).await;
-    let body = poll_http(gw.http, "/health", "auth_failed", |b| {
-        b.contains("auth_failed")
+    let gw = super::PausedGateway::start(dir.path(), &y, &emu).await;
+    emu.wait_for("six subscribes", |f| {
+        f.iter().filter(|r| r.cmd() == "aibot_subscribe").count() >= 6
     })
     .await;
-    let h = health_of(&body, "wecom");
-    assert_eq!(h["state"], "auth_failed");
+    // An hour later: still six, and the instance says why.
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    let subs = emu.subscribes();
+    assert_eq!(subs.len(), 6, "retried five times, then given up");
+    assert!(subs.iter().all(|s| !s.accepted));
+    let h = gw.health("wecom").await;
+    assert_eq!(h["state"], "auth_failed", "{h}");
     assert!(h["hint"].as_str().unwrap().contains("secret"), "{h}");
     assert!(h["last_error"].as_str().unwrap().contains("40013"), "{h}");
-    assert!(
-        !body.contains("not-the-secret"),
-        "the secret never shows: {body}"
-    );
-    assert!(!emu.subscribes()[0].accepted);
+    assert!(!h.to_string().contains("not-the-secret"), "{h}");
     gw.stop().await;
 }
 
@@ -139,7 +139,7 @@ async fn the_real_binary_logs_an_auth_failure() {
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|l| l.contains("refused the bot credentials"))
+                .any(|l| l.contains("WeCom refused the subscribe"))
             {
                 return;
             }
@@ -160,7 +160,19 @@ async fn the_real_binary_logs_an_auth_failure() {
         "the secret must never be logged"
     );
     let body = health.unwrap().text().await.unwrap();
-    assert_eq!(health_of(&body, "wecom")["state"], "auth_failed", "{body}");
+    let h = health_of(&body, "wecom");
+    assert!(
+        h["last_error"].as_str().unwrap_or("").contains("40013"),
+        "{body}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("WeCom refused the subscribe"))
+        .unwrap();
+    assert!(
+        line.contains(" WARN ") && line.contains("refusal 1"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -247,9 +259,8 @@ async fn two_bots_run_side_by_side_without_crossing_messages() {
         instance("support", &emu.url(), "bot-b", "secret-b", "")
     );
     let gw = TestGateway::start_with(dir.path(), &yaml("", "", &platforms), &registry()).await;
-    let a = emu.bot("bot-a").wait_subscribed(1).await;
-    let b = emu.bot("bot-b").wait_subscribed(1).await;
-    assert_ne!(a[0].device_id, b[0].device_id);
+    emu.bot("bot-a").wait_subscribed(1).await;
+    emu.bot("bot-b").wait_subscribed(1).await;
     // The same user, in both bots, at the same time; a group with the same id in both.
     let pa = emu.bot("bot-a").push_text(Chat::dm("alice"), "to sales");
     let pb = emu.bot("bot-b").push_text(Chat::dm("alice"), "to support");

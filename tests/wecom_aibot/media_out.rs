@@ -1,10 +1,11 @@
 //! Acceptance 6, first half: outbound media through the router's send endpoint — the upload
-//! sequence (chunk count, 0-based indices, md5), passive vs proactive delivery, and the
+//! sequence (chunk count, 0-based indices, md5, concurrent chunks retried with fresh req_ids),
+//! always proactive delivery (groups included), and the
 //! downgrade and refusal rules. Also long proactive texts, split by bytes and never cut.
 
 use md5::{Digest, Md5};
 use serde_json::json;
-use wecom_emulator::openws::{Chat, OpenWs};
+use wecom_emulator::openws::{Chat, Match, OpenWs};
 
 use super::{admin_send, start};
 
@@ -46,7 +47,7 @@ async fn a_file_is_uploaded_in_chunks_and_sent() {
 }
 
 #[tokio::test]
-async fn an_image_goes_as_a_passive_reply_to_a_group_that_wrote() {
+async fn an_image_goes_to_a_group_with_aibot_send_msg() {
     let dir = tempfile::tempdir().unwrap();
     let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
     let gw = start(&emu, dir.path(), "", "").await;
@@ -65,13 +66,13 @@ async fn an_image_goes_as_a_passive_reply_to_a_group_that_wrote() {
     assert_eq!(status, 200, "{body}");
     let up = &emu.uploads()[0];
     assert_eq!(up.init["type"], "image");
-    // The group's latest req_id carries it (its stream is finished, so media may use it).
-    let r = emu.reply(&p.req_id);
+    // Proactively to the group (reference §0 item 17): a req_id carries one reply, its answer.
+    let sent = emu.sent_to("team");
     assert_eq!(
-        r.media,
-        vec![json!({"msgtype":"image","image":{"media_id":up.media_id}})]
+        sent.iter().map(|r| r.body().clone()).collect::<Vec<_>>(),
+        vec![json!({"chatid":"team","msgtype":"image","image":{"media_id":up.media_id}})]
     );
-    assert!(emu.sent_to("team").is_empty());
+    assert!(emu.reply(&p.req_id).media.is_empty());
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }
@@ -185,6 +186,51 @@ async fn a_long_proactive_text_is_split_by_bytes_and_nothing_is_cut() {
     assert!(pieces.len() >= 4, "{} pieces", pieces.len());
     assert!(pieces.iter().all(|p| p.len() <= 4000));
     assert_eq!(pieces.join(" "), text, "cut only at spaces, in order");
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
+
+/// Chunks go several at once and a refused chunk is tried again with a fresh req_id (the SDK's
+/// three tries); the upload still completes and is sent once.
+#[tokio::test]
+async fn a_refused_chunk_is_retried_with_a_fresh_req_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "", "").await;
+    emu.fail(Match::cmd("aibot_upload_media_chunk"), -1, 1);
+    let bytes: Vec<u8> = (0..1_300_000u32).map(|i| (i % 251) as u8).collect();
+    let path = dir.path().join("report.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let (status, body) = admin_send(
+        gw.http,
+        &dir.path().join("data"),
+        json!({"platform":"wecom","to":"group:team","file":path}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let chunks: Vec<_> = emu
+        .frames()
+        .into_iter()
+        .filter(|r| r.cmd() == "aibot_upload_media_chunk")
+        .collect();
+    assert_eq!(chunks.len(), 4, "three chunks, one of them twice");
+    let ids: std::collections::HashSet<&str> = chunks.iter().map(|r| r.req_id()).collect();
+    assert_eq!(ids.len(), 4, "every try has its own req_id");
+    let up = &emu.uploads()[0];
+    assert_eq!(up.bytes, bytes);
+    let sent = emu.sent_to("team");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body()["file"]["media_id"], up.media_id.as_str());
+    // Text to a group goes the same way.
+    let (status, body) = admin_send(
+        gw.http,
+        &dir.path().join("data"),
+        json!({"platform":"wecom","to":"group:team","text":"to the whole team"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = emu.sent_to("team");
+    assert_eq!(sent[1].body()["markdown"]["content"], "to the whole team");
     assert!(emu.violations().is_empty(), "{:?}", emu.violations());
     gw.stop().await;
 }

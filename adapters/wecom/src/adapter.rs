@@ -1,12 +1,11 @@
 //! The `wecom` platform adapter: owns the connection runner, the inbound pipeline and the
-//! shared state replies need (reply routes, open streams, the rate limiter), and implements the
-//! core [`PlatformAdapter`] contract on top of them.
+//! shared state replies need (the live connection's generation, the rate limiter), and
+//! implements the core [`PlatformAdapter`] contract on top of them.
 //!
 //! Requests go to the runner over a bounded channel; a request made while the connection is
 //! down waits (bounded) for it to come back instead of failing at once, so a reply finishing
 //! during a reconnect still gets out.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use gateway_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::warn;
 use wecom_common::media::{
     FILE_MAX_BYTES, IMAGE_MAX_BYTES, STREAM_FRAME_MAX_BYTES, VIDEO_MAX_BYTES, VOICE_MAX_BYTES,
 };
@@ -30,17 +29,12 @@ use crate::conn::{Command, Connector, Link, NetConnector, ProxyChoice, Runner};
 use crate::media::MediaStore;
 use crate::protocol::{Incoming, Outgoing};
 use crate::ratelimit::RateLimiter;
-use crate::routes::Routes;
 use crate::session::{ReqError, Request, Session, SessionConfig};
 
-/// Key-value namespace of this adapter in the state store.
-const KV_NS: &str = "wecom";
 /// Capacity of the runner's command queue.
 const COMMAND_QUEUE: usize = 1024;
 /// Capacity of the inbound queue between the socket reader and the pipeline.
 const INBOUND_QUEUE: usize = 256;
-/// Most chats whose latest reply route is remembered.
-const ROUTE_CAP: usize = 1000;
 
 /// The live connection's handles, replaced on every `connect`.
 #[derive(Debug, Clone)]
@@ -57,9 +51,6 @@ pub(crate) struct Inner {
     /// Random per process: reply routes persisted before a restart never match.
     pub(crate) run_id: String,
     pub(crate) conn: Mutex<Option<ConnHandle>>,
-    pub(crate) routes: Mutex<Routes>,
-    /// `req_id`s that own an open stream (media never replies on them, §9 item 14).
-    pub(crate) open_streams: Mutex<HashMap<String, u32>>,
     pub(crate) limiter: RateLimiter,
     pub(crate) tasks: TaskTracker,
     pub(crate) stop: Mutex<CancellationToken>,
@@ -102,8 +93,6 @@ impl Inner {
             cfg,
             run_id: format!("{:016x}", rand::random::<u64>()),
             conn: Mutex::new(None),
-            routes: Mutex::new(Routes::new(ROUTE_CAP)),
-            open_streams: Mutex::new(HashMap::new()),
             limiter,
             tasks: TaskTracker::new(),
             stop: Mutex::new(CancellationToken::new()),
@@ -128,37 +117,6 @@ impl Inner {
     /// True when `tag` is the live connection's tag.
     pub(crate) fn route_is(&self, tag: Option<&str>) -> bool {
         tag.is_some() && self.route_tag().as_deref() == tag
-    }
-
-    /// Remembers the latest reply route of `chat`.
-    pub(crate) fn remember_route(&self, chat: &ChatAddress, req_id: &str, tag: &str) {
-        lock(&self.routes).remember(chat, req_id, tag);
-    }
-
-    /// The chat's latest route on the live connection.
-    pub(crate) fn fresh_route(&self, chat: &ChatAddress) -> Option<String> {
-        let tag = self.route_tag()?;
-        lock(&self.routes).fresh(chat, &tag).map(|r| r.req_id)
-    }
-
-    pub(crate) fn stream_opened(&self, req_id: &str) {
-        *lock(&self.open_streams)
-            .entry(req_id.to_owned())
-            .or_default() += 1;
-    }
-
-    pub(crate) fn stream_closed(&self, req_id: &str) {
-        let mut m = lock(&self.open_streams);
-        if let Some(n) = m.get_mut(req_id) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(req_id);
-            }
-        }
-    }
-
-    pub(crate) fn owns_open_stream(&self, req_id: &str) -> bool {
-        lock(&self.open_streams).contains_key(req_id)
     }
 
     /// Waits up to `max_wait` for a subscribed connection.
@@ -249,21 +207,6 @@ impl Inner {
         }
         Err(last)
     }
-
-    /// The device id: configured, else persisted in the state store, else created and stored.
-    async fn device_id(&self, ctx: &AdapterContext) -> Result<String, AdapterError> {
-        if let Some(d) = &self.cfg.device_id {
-            return Ok(d.trim().to_owned());
-        }
-        let key = format!("{}/device_id", self.instance);
-        if let Some(d) = ctx.store.kv_get(KV_NS, &key).await? {
-            return Ok(d);
-        }
-        let d = crate::protocol::random_hex32();
-        ctx.store.kv_put(KV_NS, &key, &d).await?;
-        info!(instance = %self.instance, "Created a device id for this bot.");
-        Ok(d)
-    }
 }
 
 /// The `wecom` adapter.
@@ -330,9 +273,8 @@ impl PlatformAdapter for WeComAdapter {
                 },
             ],
             proactive_dm: true,
-            // Proactive group sends fail with 600039; groups are reached through their latest
-            // inbound req_id.
-            proactive_group: false,
+            // `aibot_send_msg` takes a group chat id as well (reference §2.6, §0 item 8).
+            proactive_group: true,
             editing: false,
         }
     }
@@ -340,7 +282,6 @@ impl PlatformAdapter for WeComAdapter {
     async fn connect(&self, ctx: AdapterContext) -> Result<(), AdapterError> {
         let inner = &self.inner;
         let cfg = &inner.cfg;
-        let device_id = inner.device_id(&ctx).await?;
         let media = MediaStore::new(
             &ctx.data_dir,
             cfg.allow_private_media_hosts,
@@ -364,16 +305,12 @@ impl PlatformAdapter for WeComAdapter {
             max_missed_pings: cfg.max_missed_pings,
             subscribe_timeout: cfg.connect_timeout(),
             backoff: cfg.backoff(),
+            auth_backoff: cfg.auth_backoff(),
             dedup_ttl: Duration::from_secs(cfg.dedup_ttl_secs),
             dedup_capacity: cfg.dedup_capacity,
             ..SessionConfig::default()
         };
-        let session = Session::new(
-            session_cfg,
-            cfg.bot_id.clone(),
-            cfg.secret.clone(),
-            device_id,
-        );
+        let session = Session::new(session_cfg, cfg.bot_id.clone(), cfg.secret.clone());
         let (first_tx, first_rx) = oneshot::channel();
         let runner = Runner {
             instance: inner.instance.clone(),
@@ -393,7 +330,11 @@ impl PlatformAdapter for WeComAdapter {
         inner.tasks.spawn(runner.run());
         crate::intake::spawn(inner.clone(), ctx.clone(), media, in_rx, stop.clone());
 
-        let first = tokio::time::timeout(cfg.connect_timeout() * 2, first_rx).await;
+        // Bounded by the runner: the first dial and subscribe, plus the refused-credential
+        // retries (§6.4) when WeCom refuses the subscribe.
+        let patience = (cfg.connect_timeout() * 2) * (cfg.auth_retries() + 1)
+            + cfg.auth_backoff().iter().sum::<Duration>();
+        let first = tokio::time::timeout(patience, first_rx).await;
         let result = match first {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(AdapterError::Disconnected(
@@ -435,7 +376,7 @@ impl PlatformAdapter for WeComAdapter {
     ) -> Result<(), AdapterError> {
         let chat = Self::chat_of(target)?;
         self.inner
-            .deliver_text_logged(&chat, message.body(), crate::send::Via::default(), log)
+            .deliver_text_logged(&chat, message.body(), crate::ratelimit::Lane::Normal, log)
             .await
     }
 
@@ -460,6 +401,19 @@ impl PlatformAdapter for WeComAdapter {
     async fn send_video(&self, target: &Target, path: &Path) -> Result<(), AdapterError> {
         self.inner
             .send_media(&Self::chat_of(target)?, path, MediaKind::Video)
+            .await
+    }
+
+    /// Notices never take the inbound `req_id`: it carries one reply, the answer's stream
+    /// (reference §5), so they go proactively with `aibot_send_msg`.
+    async fn notice(
+        &self,
+        inbound: &InboundMessage,
+        text: &str,
+        log: &dyn gateway_core::DeliveryLog,
+    ) -> Result<(), AdapterError> {
+        self.inner
+            .deliver_text_logged(&inbound.chat, text, crate::ratelimit::Lane::Control, log)
             .await
     }
 

@@ -30,15 +30,14 @@ pub struct WeComConfig {
     /// An HTTP(S) proxy URL for the WebSocket (`http://[user:pass@]host:port`), `none` to
     /// ignore the proxy environment; unset means `HTTPS_PROXY` / `ALL_PROXY` (and `NO_PROXY`).
     pub proxy: Option<String>,
-    /// A fixed device id; unset means one is generated once and kept in the state store.
-    pub device_id: Option<String>,
     /// Sent when a user opens the bot's chat (`enter_chat`); unset sends nothing.
     pub welcome_text: Option<String>,
     /// Seconds between application-level pings.
     pub ping_interval_secs: u64,
     /// Unanswered pings after which the socket counts as dead and is reconnected.
     pub max_missed_pings: u32,
-    /// Reconnect delays in seconds; the last one repeats. Reset after a good subscribe.
+    /// Reconnect delays in seconds after network failures; the last one repeats for ever. Reset
+    /// after a good subscribe.
     pub reconnect_backoff_secs: Vec<u64>,
     /// Seconds for dialling plus the subscribe acknowledgement.
     pub connect_timeout_secs: u64,
@@ -48,11 +47,9 @@ pub struct WeComConfig {
     pub stream_ack_timeout_secs: u64,
     /// Least milliseconds between two stream updates of one reply.
     pub stream_interval_ms: u64,
-    /// A reply bubble older than this many seconds is sealed and continued in a new bubble,
-    /// safely inside WeCom's stream window (reported as 6 or 10 minutes).
-    pub stream_rotate_secs: u64,
-    /// Most intermediate frames per bubble before it is sealed and continued.
-    pub stream_max_frames: u32,
+    /// Seconds after the user's message at which its stream is finished with what it shows,
+    /// safely inside WeCom's 6 minutes (846608); the rest of the answer follows as markdown.
+    pub stream_window_secs: u64,
     /// Most bytes of content per stream frame (WeCom's limit is 20480).
     pub stream_max_frame_bytes: usize,
     /// Most bytes per markdown message; longer texts are split, never cut.
@@ -87,17 +84,15 @@ impl Default for WeComConfig {
             secret: SecretString::from(String::new()),
             websocket_url: DEFAULT_WEBSOCKET_URL.into(),
             proxy: None,
-            device_id: None,
             welcome_text: None,
             ping_interval_secs: 30,
             max_missed_pings: 2,
-            reconnect_backoff_secs: vec![2, 5, 10, 30, 60],
+            reconnect_backoff_secs: vec![1, 2, 4, 8, 16, 30],
             connect_timeout_secs: 20,
             request_timeout_secs: 15,
             stream_ack_timeout_secs: 5,
             stream_interval_ms: 1000,
-            stream_rotate_secs: 240,
-            stream_max_frames: 85,
+            stream_window_secs: 330,
             stream_max_frame_bytes: 20480,
             text_max_bytes: 4000,
             text_batch_delay_ms: 600,
@@ -161,14 +156,6 @@ impl WeComConfig {
                 err("proxy", "must be an http:// proxy URL, or `none`".into());
             }
         }
-        if let Some(d) = &self.device_id {
-            if d.trim().is_empty() || d.len() > 128 {
-                err(
-                    "device_id",
-                    "must be 1 to 128 characters (or left unset)".into(),
-                );
-            }
-        }
         if self
             .welcome_text
             .as_deref()
@@ -195,7 +182,7 @@ impl WeComConfig {
             600,
         );
         within("stream_interval_ms", self.stream_interval_ms, 1, 600_000);
-        within("stream_rotate_secs", self.stream_rotate_secs, 1, DAY);
+        within("stream_window_secs", self.stream_window_secs, 1, 360);
         within("text_batch_delay_ms", self.text_batch_delay_ms, 0, 60_000);
         within(
             "text_batch_split_delay_ms",
@@ -219,12 +206,6 @@ impl WeComConfig {
             err(
                 "reconnect_backoff_secs",
                 "must be a non-empty list of seconds, each between 1 and 86400".into(),
-            );
-        }
-        if !(2..=95).contains(&self.stream_max_frames) {
-            err(
-                "stream_max_frames",
-                "must be between 2 and 95 (WeCom queues 100)".into(),
             );
         }
         if !(64..=20480).contains(&self.stream_max_frame_bytes) {
@@ -292,9 +273,23 @@ impl WeComConfig {
         Duration::from_millis(self.stream_interval_ms)
     }
 
-    /// Bubble age at which it is rotated.
-    pub fn stream_rotate_after(&self) -> Duration {
-        Duration::from_secs(self.stream_rotate_secs)
+    /// How long after the user's message its stream may be updated (see `stream_window_secs`).
+    pub fn stream_window(&self) -> Duration {
+        Duration::from_secs(self.stream_window_secs)
+    }
+
+    /// The waits before re-subscribing after refused credentials, as the official SDK has
+    /// them (reference §6.4); one refusal more than there are waits gives up.
+    pub fn auth_backoff(&self) -> Vec<Duration> {
+        [1, 2, 4, 8, 16]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect()
+    }
+
+    /// Re-subscribes after a refused subscribe before giving up.
+    pub fn auth_retries(&self) -> u32 {
+        self.auth_backoff().len() as u32
     }
 }
 
@@ -337,15 +332,6 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "HTTP proxy for the WebSocket, or `none`; unset uses HTTPS_PROXY/ALL_PROXY.",
     ),
     ConfigKey::new(
-        "device_id",
-        KeyKind::String,
-        false,
-        false,
-        Some("WECOM_DEVICE_ID"),
-        None,
-        "Fixed device id; unset generates one and keeps it in the state store.",
-    ),
-    ConfigKey::new(
         "welcome_text",
         KeyKind::String,
         false,
@@ -378,8 +364,8 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         false,
         false,
         None,
-        Some("[2, 5, 10, 30, 60]"),
-        "Reconnect delays; the last repeats.",
+        Some("[1, 2, 4, 8, 16, 30]"),
+        "Reconnect delays after network failures; the last repeats for ever.",
     ),
     ConfigKey::new(
         "connect_timeout_secs",
@@ -418,22 +404,13 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "Least time between stream updates.",
     ),
     ConfigKey::new(
-        "stream_rotate_secs",
+        "stream_window_secs",
         KeyKind::Integer,
         false,
         false,
         None,
-        Some("240"),
-        "Bubble age at which it is sealed and continued in a new one.",
-    ),
-    ConfigKey::new(
-        "stream_max_frames",
-        KeyKind::Integer,
-        false,
-        false,
-        None,
-        Some("85"),
-        "Intermediate frames per bubble before it is continued.",
+        Some("330"),
+        "Seconds after the user's message at which its stream is finished (WeCom: 6 minutes); the rest follows as markdown.",
     ),
     ConfigKey::new(
         "stream_max_frame_bytes",
@@ -572,7 +549,7 @@ mod tests {
     fn defaults_and_typos() {
         let cfg = parse(json!({"bot_id":"b","secret":"s"})).unwrap();
         assert_eq!(cfg.websocket_url, DEFAULT_WEBSOCKET_URL);
-        assert_eq!(cfg.backoff().len(), 5);
+        assert_eq!(cfg.backoff(), [1, 2, 4, 8, 16, 30].map(Duration::from_secs));
         assert!(!format!("{cfg:?}").contains("\"s\""));
         let e = parse(json!({"bot_id":"b","secret":"s","tokn":"x"})).unwrap_err();
         assert!(e[0].message.contains("tokn"), "{e:?}");
@@ -587,7 +564,7 @@ mod tests {
             "stream_max_frame_bytes": 30000,
             "rate_limit_reserve": 40,
             "reconnect_backoff_secs": [],
-            "stream_rotate_secs": u64::MAX,
+            "stream_window_secs": 400,
         }))
         .unwrap_err();
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
@@ -598,7 +575,7 @@ mod tests {
             "stream_max_frame_bytes",
             "rate_limit_reserve",
             "reconnect_backoff_secs",
-            "stream_rotate_secs",
+            "stream_window_secs",
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
@@ -613,7 +590,7 @@ mod tests {
             "secret",
             "websocket_url",
             "welcome_text",
-            "stream_rotate_secs",
+            "stream_window_secs",
             "allow_private_media_hosts",
         ] {
             assert!(cfg.as_array().unwrap().iter().any(|v| v == name), "{name}");

@@ -186,6 +186,7 @@ impl Runner {
             // Until the first subscribe is acknowledged, failures go back to `connect`, whose
             // caller (the router) retries with its own backoff and logs it.
             let first_attempt = self.first.is_some();
+            let generation = self.generation;
             let dialed = tokio::select! {
                 r = tokio::time::timeout(self.connect_timeout, self.connector.connect(&self.url)) => r,
                 () = self.stop.cancelled() => break,
@@ -217,8 +218,14 @@ impl Runner {
             if matches!(ended, Ended::Stop) || self.stop.is_cancelled() {
                 break;
             }
-            if self.first.is_some() {
-                // Closed before the first subscribe: the router retries `connect` itself.
+            if self.session.phase() == Phase::Stopped {
+                // Credentials refused for good; the first report (if still due) was made.
+                let _ = self.link.send_replace(Link::Stopped);
+                break;
+            }
+            if first_attempt && self.generation == generation && !self.session.retrying_auth() {
+                // Closed before the first subscribe (a timeout, a close): the router retries
+                // `connect` itself, so this runner must not retry too.
                 self.report_first(Err(AdapterError::Disconnected(
                     "the connection closed before the subscribe was acknowledged".into(),
                 )));
@@ -376,10 +383,14 @@ impl Runner {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(frame)) => {
                         warn!(instance = %self.instance, "Inbound queue full; telling the sender to retry.");
-                        if frame.is_message() && !frame.req_id.is_empty() {
+                        if let Some(chat) = frame
+                            .is_message()
+                            .then(|| protocol::chat_of(&frame.body))
+                            .flatten()
+                        {
                             let (tx, _rx) = oneshot::channel();
                             let req = Request {
-                                frame: protocol::markdown_reply(&frame.req_id, BUSY_NOTICE),
+                                frame: protocol::markdown_send(&chat, BUSY_NOTICE),
                                 timeout: self.request_timeout,
                                 waiter: tx,
                             };
@@ -397,19 +408,31 @@ impl Runner {
                     info!(instance = %self.instance, epoch, "Subscribed to WeCom.");
                     self.report_first(Ok(()));
                 }
-                Action::AuthFailed { code, message } => {
-                    let hint =
-                        "check bot_id and secret (WECOM_BOT_ID / WECOM_SECRET): WeCom refused them"
-                            .to_owned();
-                    error!(instance = %self.instance, code, "WeCom refused the bot credentials.");
+                Action::AuthFailed {
+                    code,
+                    message,
+                    failures,
+                    gave_up,
+                } => {
                     self.health
-                        .set_state(InstanceState::AuthFailed { hint: hint.clone() });
-                    self.health
-                        .error(format!("authentication failed: {message} (errcode {code})"));
-                    self.report_first(Err(AdapterError::Auth {
-                        message: format!("{message} (errcode {code})"),
-                        hint,
-                    }));
+                        .error(format!("subscribe refused: {message} (errcode {code})"));
+                    if gave_up {
+                        let hint = format!(
+                            "WeCom refused the bot's credentials {failures} times in a row \
+                             (last errcode {code}: {message}); check bot_id and secret \
+                             (WECOM_BOT_ID / WECOM_SECRET) in the WeCom admin console, fix the \
+                             config (`gateway check`) and restart the gateway"
+                        );
+                        error!(instance = %self.instance, code, failures, "WeCom refused the bot credentials; giving up until the gateway restarts.");
+                        self.health
+                            .set_state(InstanceState::AuthFailed { hint: hint.clone() });
+                        self.report_first(Err(AdapterError::Auth {
+                            message: format!("{message} (errcode {code})"),
+                            hint,
+                        }));
+                    } else {
+                        warn!(instance = %self.instance, code, failures, "WeCom refused the subscribe (errcode {code}: {message}); trying again (refusal {failures}).");
+                    }
                 }
                 Action::TakenOver => {
                     let explanation = "another connection subscribed with this bot id and WeCom \
@@ -444,14 +467,8 @@ impl Runner {
                                 "waiting for the subscribe acknowledgement".into(),
                             )));
                         }
-                        CloseReason::SubscribeRejected { code, message } => {
-                            warn!(instance = %self.instance, code, "WeCom refused the subscribe.");
-                            self.health
-                                .error(format!("subscribe refused: {message} (errcode {code})"));
-                            self.report_first(Err(wecom_common::errors::to_adapter_error(
-                                *code, message, "",
-                            )));
-                        }
+                        // Told (and retried or given up) under `Action::AuthFailed`.
+                        CloseReason::SubscribeRejected { .. } => {}
                         CloseReason::TakenOver | CloseReason::Stopping => {}
                     }
                     let _ = sink.send(Message::Close(None)).await;

@@ -167,10 +167,17 @@ async fn dispatch(
         } else {
             inner.route_tag().unwrap_or_default()
         };
+        // WeCom's `create_time` has no documented unit (reference §11): the stream window runs
+        // from our own receipt of the frame.
+        let arrived_ms = chrono::Utc::now().timestamp_millis();
         if frame.cmd == cmd::EVENT_CALLBACK {
-            inner
-                .tasks
-                .spawn(handle_event(inner.clone(), ctx.clone(), frame, route));
+            inner.tasks.spawn(handle_event(
+                inner.clone(),
+                ctx.clone(),
+                frame,
+                route,
+                arrived_ms,
+            ));
             continue;
         }
         let Some(parsed) = parse_message(&frame) else {
@@ -218,6 +225,7 @@ async fn dispatch(
                 req_id: Some(parsed.origin.req_id.clone()).filter(|r| !r.is_empty()),
                 route: Some(route).filter(|r| !r.is_empty()),
                 event: None,
+                arrived_ms: Some(arrived_ms),
             };
             match build_message(&instance, &parsed, own, quoted, context.to_value()) {
                 Some(msg) => {
@@ -289,18 +297,12 @@ async fn batch_stage(
 
 /// Hands a message to the router; remembers its reply route when the sender passed policy.
 async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
-    let rc = ReplyContext::from_value(&msg.reply_context);
     let chat = msg.chat.clone();
     let journaled = msg.clone();
     match ctx.submit(msg).await {
         Ok(admission) => {
             debug!(instance = %inner.instance, ?admission, "Message submitted.");
             journal_done(ctx, &journaled).await;
-            if admission.passed_policy() {
-                if let (Some(req_id), Some(route)) = (&rc.req_id, &rc.route) {
-                    inner.remember_route(&chat, req_id, route);
-                }
-            }
         }
         Err(e) => {
             warn!(instance = %inner.instance, error = %e, "The router could not take a message; telling the sender.");
@@ -308,17 +310,22 @@ async fn submit(inner: &Inner, ctx: &AdapterContext, msg: InboundMessage) {
                 // Not a passing condition: resuming it would fail the same way.
                 journal_done(ctx, &journaled).await;
             }
-            if let Some(req_id) = rc.req_id.filter(|_| inner.route_is(rc.route.as_deref())) {
-                let notice =
-                    "⚠️ Sorry, I could not take this message right now; please send it again.";
-                let frame = protocol::markdown_reply(&req_id, notice);
-                let _ = inner.request(frame, inner.cfg.request_timeout()).await;
+            // Out of turn, so proactively (reference §5: a notice never takes the req_id).
+            let notice = "⚠️ Sorry, I could not take this message right now; please send it again.";
+            if let Err(e) = inner.deliver_text(&chat, notice).await {
+                debug!(instance = %inner.instance, error = %e, "Could not tell the sender.");
             }
         }
     }
 }
 
-async fn handle_event(inner: Arc<Inner>, ctx: AdapterContext, frame: Incoming, route: String) {
+async fn handle_event(
+    inner: Arc<Inner>,
+    ctx: AdapterContext,
+    frame: Incoming,
+    route: String,
+    arrived_ms: i64,
+) {
     let Some(parsed) = parse_event(&frame) else {
         return;
     };
@@ -326,7 +333,9 @@ async fn handle_event(inner: Arc<Inner>, ctx: AdapterContext, frame: Incoming, r
     let context = ReplyContext {
         req_id: Some(parsed.origin.req_id.clone()).filter(|r| !r.is_empty()),
         route: Some(route).filter(|r| !r.is_empty()),
-        event: enter.then(|| "enter_chat".to_owned()),
+        // Every event is marked: an event's req_id takes no stream (846605).
+        event: Some(if enter { "enter_chat" } else { "event" }.to_owned()),
+        arrived_ms: Some(arrived_ms),
     };
     let msg = build_event(&ctx.instance, &parsed, context.to_value());
     let admission = match ctx.submit(msg).await {

@@ -1,14 +1,16 @@
-//! The `wecom` adapter: the WeCom AI Bot long connection (reference `wecom-aibot.md`).
+//! The `wecom` adapter: the WeCom AI Bot long connection, behaving as WeCom's own client does
+//! (reference `wecom-aibot-official.md`, which supersedes `wecom-aibot.md`).
 //!
-//! We dial `wss://openws.work.weixin.qq.com`, subscribe with the bot id, secret and a device id
-//! that survives reconnects and restarts, and exchange JSON frames: message and event callbacks
-//! in, streamed replies, markdown, media uploads and proactive sends out.
+//! We dial `wss://openws.work.weixin.qq.com`, subscribe with the bot id and secret, and exchange
+//! JSON frames: message and event callbacks in; out, one stream per inbound message, and
+//! everything else (what does not fit the stream, notices, media, proactive sends) with
+//! `aibot_send_msg`, groups included.
 //!
 //! Layout (STYLE.md habits 1 and 11): `config` (typed config and documented keys), `protocol`
 //! (frames), `session` (the protocol state machine, no I/O), `conn` (the socket runner),
-//! `intake` + `inbound` + `batch` + `media` (the inbound pipeline), `bubbles` + `stream` (the
-//! reply stream engine), `send` (non-stream text), `upload` (outbound media), `routes` and
-//! `ratelimit` (reply routes and the per-chat limit), `adapter` (the `PlatformAdapter`).
+//! `intake` + `inbound` + `batch` + `media` (the inbound pipeline), `stream` (the reply stream
+//! engine), `send` (proactive text), `upload` (outbound media), `ratelimit` (the per-chat
+//! limit), `adapter` (the `PlatformAdapter`).
 
 use std::sync::Arc;
 
@@ -17,7 +19,6 @@ use gateway_core::{AdapterFactory, ConfigError, PlatformAdapter};
 
 mod adapter;
 pub mod batch;
-pub mod bubbles;
 pub mod config;
 mod conn;
 pub mod inbound;
@@ -25,7 +26,6 @@ mod intake;
 pub mod media;
 pub mod protocol;
 pub mod ratelimit;
-pub mod routes;
 mod send;
 pub mod session;
 mod stream;

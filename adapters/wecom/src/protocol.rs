@@ -1,9 +1,11 @@
-//! Frames of the AI Bot long connection: the command vocabulary (reference `wecom-aibot.md` §0),
-//! lenient parsing of what the server sends (§1.1, §3.1) and builders for every frame we send
-//! (§1.2 subscribe, §2 ping, §4.2 markdown, §4.3 stream, §4.4 upload, §4.5 media, §4.9 welcome).
+//! Frames of the AI Bot long connection (reference `wecom-aibot-official.md`, which supersedes
+//! `wecom-aibot.md`): the command vocabulary (§2), lenient parsing of what the server sends
+//! (§1.1, §3) and builders for every frame we send, shaped as the official SDK sends them (§2.1
+//! subscribe, §2.2 ping, §2.3 stream, §2.4 welcome, §2.6 proactive send, §2.7 upload).
 //!
-//! Every response and ACK carries `errcode`/`errmsg` at the top level and is correlated only by
-//! `headers.req_id` (§9 item 1); nothing here looks at a response's `cmd`.
+//! Every answer carries `errcode`/`errmsg` at the top level and is correlated only by
+//! `headers.req_id` (§1.2); success is `errcode == 0` exactly. Minted ids follow the SDK's
+//! `<prefix>_<ms>_<hex8>` (§1.3).
 
 use gateway_core::MediaKind;
 use secrecy::{ExposeSecret, SecretString};
@@ -38,9 +40,19 @@ pub mod cmd {
 /// The seed content of a stream: the client renders it as the animated "thinking" bubble.
 pub const THINK_SEED: &str = "<think></think>";
 
-/// Appended to a final stream frame whose content equals the previous frame: the server drops
-/// a final frame identical to the last intermediate one (§4.3).
-pub const ZERO_WIDTH_SPACE: char = '\u{200B}';
+/// True when `text` has something WeCom shows: a closing frame without a visible character
+/// leaves the thinking animation up (§4 "The final frame must be visible").
+pub fn has_visible(text: &str) -> bool {
+    let shown = text.replace(THINK_SEED, "");
+    shown.chars().any(|c| {
+        !c.is_whitespace()
+            && !c.is_control()
+            && !matches!(
+                c,
+                '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}'
+            )
+    })
+}
 
 /// Why a frame could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,7 +73,7 @@ pub struct Incoming {
     pub cmd: String,
     /// `headers.req_id`, empty when missing.
     pub req_id: String,
-    /// Top-level `errcode`; `None` when absent or null (which counts as success).
+    /// Top-level `errcode`; `None` when absent or null (which counts as failure, §1.2).
     pub errcode: Option<i64>,
     /// Top-level `errmsg`, empty when absent.
     pub errmsg: String,
@@ -129,9 +141,14 @@ impl Incoming {
         matches!(self.cmd.as_str(), cmd::MSG_CALLBACK | cmd::LEGACY_CALLBACK)
     }
 
-    /// The error code, 0 when absent.
+    /// True for an answer that reports success: `errcode` present and exactly 0 (§1.2).
+    pub fn is_success(&self) -> bool {
+        self.errcode == Some(0)
+    }
+
+    /// The error code of a failed answer; an answer without one reads as -1.
     pub fn code(&self) -> i64 {
-        self.errcode.unwrap_or(0)
+        self.errcode.unwrap_or(-1)
     }
 
     /// The event type of an event callback: `body.event.eventtype`, falling back to
@@ -193,10 +210,14 @@ impl std::fmt::Debug for Outgoing {
 }
 
 impl Outgoing {
-    /// The JSON text sent on the socket.
+    /// The JSON text sent on the socket; a frame without a body (ping) has no `body` key.
     pub fn to_json(&self) -> String {
-        json!({ "cmd": self.cmd, "headers": { "req_id": self.req_id }, "body": self.body })
-            .to_string()
+        if self.body.is_null() {
+            json!({ "cmd": self.cmd, "headers": { "req_id": self.req_id } }).to_string()
+        } else {
+            json!({ "cmd": self.cmd, "headers": { "req_id": self.req_id }, "body": self.body })
+                .to_string()
+        }
     }
 
     /// True for a stream frame with `finish: true`.
@@ -211,39 +232,42 @@ pub fn random_hex32() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// A fresh request id, `<prefix>-<32 hex>` (the server treats it as opaque, §1.2).
+/// A fresh id in the SDK's format, `<prefix>_<ms>_<hex8>` (§1.3): the prefix names the
+/// command, the middle is the Unix time in milliseconds, the end 4 random bytes in hex.
 pub fn new_req_id(prefix: &str) -> String {
-    format!("{prefix}-{}", random_hex32())
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{prefix}_{ms}_{:08x}", rand::random::<u32>())
 }
 
-/// A fresh stream id, `stream_<16 hex>`.
+/// A fresh stream id, `stream_<ms>_<hex8>` (§1.3): one per inbound message (§4).
 pub fn new_stream_id() -> String {
-    format!("stream_{:016x}", rand::random::<u64>())
+    new_req_id("stream")
 }
 
-/// The subscribe frame (§1.2). `device_id` stays the same across reconnects and restarts.
-pub fn subscribe(bot_id: &str, secret: &SecretString, device_id: &str) -> Outgoing {
+/// The subscribe frame (§2.1): `bot_id` and `secret`, nothing else.
+pub fn subscribe(bot_id: &str, secret: &SecretString) -> Outgoing {
     Outgoing {
         cmd: cmd::SUBSCRIBE,
-        req_id: new_req_id("subscribe"),
+        req_id: new_req_id(cmd::SUBSCRIBE),
         body: json!({
             "bot_id": bot_id,
             "secret": secret.expose_secret(),
-            "device_id": device_id,
         }),
     }
 }
 
-/// An application-level ping (§2).
+/// An application-level ping (§2.2); it has no `body`.
 pub fn ping() -> Outgoing {
     Outgoing {
         cmd: cmd::PING,
-        req_id: new_req_id("ping"),
-        body: json!({}),
+        req_id: new_req_id(cmd::PING),
+        body: Value::Null,
     }
 }
 
-/// One stream frame on the inbound `req_id` (§4.3). `content` is cumulative for the bubble.
+/// One stream frame on the inbound `req_id` (§2.3). `content` is the whole text so far.
 pub fn stream_frame(req_id: &str, stream_id: &str, content: &str, finish: bool) -> Outgoing {
     Outgoing {
         cmd: cmd::RESPOND_MSG,
@@ -255,16 +279,7 @@ pub fn stream_frame(req_id: &str, stream_id: &str, content: &str, finish: bool) 
     }
 }
 
-/// A markdown passive reply (§4.2).
-pub fn markdown_reply(req_id: &str, content: &str) -> Outgoing {
-    Outgoing {
-        cmd: cmd::RESPOND_MSG,
-        req_id: req_id.to_owned(),
-        body: json!({ "msgtype": "markdown", "markdown": { "content": content } }),
-    }
-}
-
-/// A proactive markdown send (§4.2); `chatid` is a group chat id or, for DMs, the user id.
+/// A proactive markdown send (§2.6); `chatid` is a group chat id or, for DMs, the user id.
 pub fn markdown_send(chatid: &str, content: &str) -> Outgoing {
     Outgoing {
         cmd: cmd::SEND_MSG,
@@ -278,17 +293,7 @@ pub fn media_type_name(kind: MediaKind) -> &'static str {
     kind.as_str()
 }
 
-/// A passive media reply `{msgtype: T, T: {media_id}}` (§4.5).
-pub fn media_reply(req_id: &str, kind: MediaKind, media_id: &str) -> Outgoing {
-    let t = media_type_name(kind);
-    Outgoing {
-        cmd: cmd::RESPOND_MSG,
-        req_id: req_id.to_owned(),
-        body: json!({ "msgtype": t, t: { "media_id": media_id } }),
-    }
-}
-
-/// A proactive media send (§4.5).
+/// A proactive media send (§2.6), groups included.
 pub fn media_send(chatid: &str, kind: MediaKind, media_id: &str) -> Outgoing {
     let t = media_type_name(kind);
     Outgoing {
@@ -298,7 +303,7 @@ pub fn media_send(chatid: &str, kind: MediaKind, media_id: &str) -> Outgoing {
     }
 }
 
-/// The welcome reply to an `enter_chat` event (§4.9).
+/// The welcome reply to an `enter_chat` event (§2.4), within 5 s.
 pub fn welcome(req_id: &str, text: &str) -> Outgoing {
     Outgoing {
         cmd: cmd::RESPOND_WELCOME,
@@ -307,7 +312,7 @@ pub fn welcome(req_id: &str, text: &str) -> Outgoing {
     }
 }
 
-/// Upload step 1 (§4.4).
+/// Upload step 1 (§2.7).
 pub fn upload_init(
     kind: MediaKind,
     filename: &str,
@@ -328,7 +333,8 @@ pub fn upload_init(
     }
 }
 
-/// Upload step 2..n: one chunk, 0-based index, standard base64 (§4.4).
+/// Upload step 2..n: one chunk, 0-based index, standard base64 (§2.7); every try of a chunk
+/// gets a fresh `req_id`.
 pub fn upload_chunk(upload_id: &str, index: usize, base64_data: String) -> Outgoing {
     Outgoing {
         cmd: cmd::UPLOAD_CHUNK,
@@ -337,13 +343,21 @@ pub fn upload_chunk(upload_id: &str, index: usize, base64_data: String) -> Outgo
     }
 }
 
-/// Upload last step (§4.4).
+/// Upload last step (§2.7).
 pub fn upload_finish(upload_id: &str) -> Outgoing {
     Outgoing {
         cmd: cmd::UPLOAD_FINISH,
         req_id: new_req_id(cmd::UPLOAD_FINISH),
         body: json!({ "upload_id": upload_id }),
     }
+}
+
+/// The chat a callback came from, as `aibot_send_msg` names it: the group's `chatid`, else the
+/// sender's user id (§2.6).
+pub fn chat_of(body: &Value) -> Option<String> {
+    str_at(body, &["chatid"])
+        .or_else(|| str_at(body, &["from", "userid"]))
+        .map(str::to_owned)
 }
 
 /// Reads a string at a JSON path of object keys; empty strings count as missing.
@@ -369,11 +383,15 @@ mod tests {
             (ack.cmd.as_str(), ack.req_id.as_str(), ack.code()),
             ("", "r1", 40013)
         );
-        assert!(!ack.is_callback());
+        assert!(!ack.is_callback() && !ack.is_success());
 
-        let ok = Incoming::parse(r#"{"headers":{"req_id":"r2"}}"#).unwrap();
-        assert_eq!(ok.errcode, None);
-        assert_eq!(ok.code(), 0);
+        // Success is errcode 0 exactly: an answer without one is a failure (§1.2).
+        let bare = Incoming::parse(r#"{"headers":{"req_id":"r2"}}"#).unwrap();
+        assert_eq!(bare.errcode, None);
+        assert!(!bare.is_success());
+        assert_eq!(bare.code(), -1);
+        let ok = Incoming::parse(r#"{"headers":{"req_id":"r3"},"errcode":0}"#).unwrap();
+        assert!(ok.is_success());
 
         let legacy =
             Incoming::parse(r#"{"cmd":"aibot_callback","headers":{"req_id":"x"},"body":{}}"#)
@@ -403,34 +421,71 @@ mod tests {
         ));
     }
 
+    /// `<prefix>_<ms>_<hex8>`.
+    fn sdk_shaped(id: &str, prefix: &str) -> bool {
+        let Some(rest) = id.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) else {
+            return false;
+        };
+        let Some((ms, hex)) = rest.split_once('_') else {
+            return false;
+        };
+        ms.len() >= 13
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && hex.len() == 8
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
     #[test]
-    fn frames_have_the_documented_shapes() {
-        let s = subscribe("bot", &SecretString::from("sec"), "dev");
+    fn frames_have_the_shapes_the_official_sdk_sends() {
+        let s = subscribe("bot", &SecretString::from("sec"));
         let v: Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(v["cmd"], "aibot_subscribe");
-        assert!(v["headers"]["req_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("subscribe-"));
-        assert_eq!(
-            v["body"],
-            json!({"bot_id":"bot","secret":"sec","device_id":"dev"})
-        );
+        assert!(sdk_shaped(
+            v["headers"]["req_id"].as_str().unwrap(),
+            "aibot_subscribe"
+        ));
+        assert_eq!(v["body"], json!({"bot_id":"bot","secret":"sec"}));
         assert!(
             !format!("{s:?}").contains("sec\""),
             "Debug must not print the body"
         );
 
+        let p: Value = serde_json::from_str(&ping().to_json()).unwrap();
+        assert_eq!(p["cmd"], "ping");
+        assert!(p.get("body").is_none(), "a ping has no body: {p}");
+        assert!(sdk_shaped(p["headers"]["req_id"].as_str().unwrap(), "ping"));
+
         let f = stream_frame("r", "stream_1", "hi", true);
         assert!(f.is_final_stream());
         assert!(!stream_frame("r", "s", "hi", false).is_final_stream());
-        let m = media_reply("r", MediaKind::Image, "m1");
-        assert_eq!(m.body, json!({"msgtype":"image","image":{"media_id":"m1"}}));
-        let p = media_send("c", MediaKind::File, "m2");
+        let m = media_send("c", MediaKind::File, "m2");
+        assert_eq!(m.cmd, "aibot_send_msg");
+        assert!(sdk_shaped(&m.req_id, "aibot_send_msg"));
         assert_eq!(
-            p.body,
+            m.body,
             json!({"chatid":"c","msgtype":"file","file":{"media_id":"m2"}})
         );
-        assert_eq!(new_stream_id().len(), "stream_".len() + 16);
+        assert!(sdk_shaped(&new_stream_id(), "stream"));
+        assert!(sdk_shaped(
+            &upload_chunk("u", 0, String::new()).req_id,
+            "aibot_upload_media_chunk"
+        ));
+        assert_ne!(new_req_id("x"), new_req_id("x"));
+    }
+
+    #[test]
+    fn visible_means_something_wecom_shows() {
+        assert!(has_visible("ok"));
+        assert!(has_visible(" 好 "));
+        for invisible in [
+            "",
+            "  \n\t",
+            "\u{200B}",
+            "\u{FEFF}\u{2060} ",
+            THINK_SEED,
+            "<think></think>\n",
+        ] {
+            assert!(!has_visible(invisible), "{invisible:?}");
+        }
     }
 }

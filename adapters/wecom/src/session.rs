@@ -1,16 +1,21 @@
 //! The protocol state machine of one bot's long connection, apart from I/O (STYLE.md habit 11):
 //! it is fed socket events, frames and the clock, and returns [`Action`]s for the runner
-//! (`conn.rs`) to carry out. It implements, from reference `wecom-aibot.md`:
+//! (`conn.rs`) to carry out. It follows the official client (reference
+//! `wecom-aibot-official.md`):
 //!
-//! * subscribe and its acknowledgement (§1.2, §1.3), keeping frames that arrive before the ACK
-//!   instead of dropping them (§9 item 8);
-//! * correlated application pings, two unanswered = dead socket (§2 recommendation);
-//! * request/response correlation by `req_id` only, one request in flight per `req_id` so the
-//!   indistinguishable ACKs of passive replies can be attributed (§4.1, §9 item 2), request
-//!   deadlines, and failing everything pending at once on a drop (§6.4);
-//! * reconnect backoff reset after a good subscribe (§6.1), `disconnected_event` as a terminal
-//!   take-over (§3.6, read from `body.event.eventtype`), re-subscribe on 846609 (§9 item 22);
-//! * duplicate `msgid` suppression, bounded (§6.2).
+//! * subscribe and its acknowledgement (§2.1), keeping frames that arrive before the ACK
+//!   instead of dropping them (§0 item 5);
+//! * success is `errcode == 0` exactly, for the subscribe, pings and every request (§1.2);
+//! * any refused subscribe is an authentication failure, retried after 1, 2, 4, 8 and 16 s and
+//!   then given up for good (§6.4) — no endless loop against bad credentials;
+//! * correlated pings with no body; only a successful answer proves life, two unanswered (or
+//!   refused) = dead socket (§6.2);
+//! * request/response correlation by `req_id` only, one request in flight per `req_id` (§6.1),
+//!   request deadlines, and failing everything pending at once on a drop;
+//! * reconnects after network failures that never give up (a daemon), 1 s doubling to 30 s by
+//!   default, reset after a good subscribe (§6.3); `disconnected_event` as a terminal take-over
+//!   (§6.5); re-subscribe on 846609;
+//! * duplicate `msgid` suppression, bounded.
 //!
 //! `W` is whatever the runner uses to hand a result back to a caller (a oneshot sender); the
 //! machine only stores it and returns it in [`Action::Complete`].
@@ -34,8 +39,11 @@ pub struct SessionConfig {
     pub max_missed_pings: u32,
     /// Deadline for the subscribe ACK after the socket opened.
     pub subscribe_timeout: Duration,
-    /// Reconnect delays; the last one repeats.
+    /// Reconnect delays; the last one repeats (for ever).
     pub backoff: Vec<Duration>,
+    /// Delays before re-subscribing after refused subscribes; one more refusal than there are
+    /// delays gives up.
+    pub auth_backoff: Vec<Duration>,
     /// Requests waiting behind an in-flight one, over all `req_id`s.
     pub max_queued: usize,
     /// Frames kept while waiting for the subscribe ACK.
@@ -54,7 +62,11 @@ impl Default for SessionConfig {
             ping_interval: Duration::from_secs(30),
             max_missed_pings: 2,
             subscribe_timeout: Duration::from_secs(20),
-            backoff: [2, 5, 10, 30, 60]
+            backoff: [1, 2, 4, 8, 16, 30]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            auth_backoff: [1, 2, 4, 8, 16]
                 .into_iter()
                 .map(Duration::from_secs)
                 .collect(),
@@ -137,12 +149,16 @@ pub enum Action<W> {
         /// Connection generation.
         epoch: u64,
     },
-    /// The server refused our credentials.
+    /// The server refused our credentials (any refused subscribe, §6.4).
     AuthFailed {
-        /// The `errcode`.
+        /// The `errcode` (-1 when the answer had none).
         code: i64,
         /// The `errmsg`.
         message: String,
+        /// Refusals in a row so far.
+        failures: u32,
+        /// True when this was the last try: the session is stopped for good.
+        gave_up: bool,
     },
     /// Another connection took the bot over; do not reconnect.
     TakenOver,
@@ -193,7 +209,6 @@ pub struct Session<W> {
     cfg: SessionConfig,
     bot_id: String,
     secret: secrecy::SecretString,
-    device_id: String,
     phase: Phase,
     /// The subscribe (or re-subscribe) request id and, while subscribing, its deadline.
     subscribe_req: Option<String>,
@@ -207,6 +222,8 @@ pub struct Session<W> {
     queued: HashMap<String, VecDeque<Request<W>>>,
     queued_total: usize,
     attempt: usize,
+    /// Refused subscribes in a row.
+    auth_failures: u32,
     reconnect_at: Option<Instant>,
     epoch: u64,
     last_resubscribe: Option<Instant>,
@@ -231,13 +248,11 @@ impl<W> Session<W> {
         cfg: SessionConfig,
         bot_id: impl Into<String>,
         secret: secrecy::SecretString,
-        device_id: impl Into<String>,
     ) -> Self {
         Self {
             cfg,
             bot_id: bot_id.into(),
             secret,
-            device_id: device_id.into(),
             phase: Phase::Idle,
             subscribe_req: None,
             subscribe_deadline: None,
@@ -248,6 +263,7 @@ impl<W> Session<W> {
             queued: HashMap::new(),
             queued_total: 0,
             attempt: 0,
+            auth_failures: 0,
             reconnect_at: None,
             epoch: 0,
             last_resubscribe: None,
@@ -269,6 +285,11 @@ impl<W> Session<W> {
     /// The reconnect attempt counter (0 after a good subscribe).
     pub fn attempt(&self) -> usize {
         self.attempt
+    }
+
+    /// True while refused subscribes are being retried (the last subscribe was refused).
+    pub fn retrying_auth(&self) -> bool {
+        self.auth_failures > 0 && self.phase != Phase::Stopped
     }
 
     /// The earliest instant at which [`Session::on_tick`] has something to do.
@@ -294,7 +315,7 @@ impl<W> Session<W> {
         if matches!(self.phase, Phase::TakenOver | Phase::Stopped) {
             return vec![Action::Close(CloseReason::Stopping)];
         }
-        let frame = protocol::subscribe(&self.bot_id, &self.secret, &self.device_id);
+        let frame = protocol::subscribe(&self.bot_id, &self.secret);
         self.phase = Phase::Subscribing;
         self.subscribe_req = Some(frame.req_id.clone());
         self.subscribe_deadline = Some(now + self.cfg.subscribe_timeout);
@@ -315,13 +336,23 @@ impl<W> Session<W> {
         match self.phase {
             Phase::TakenOver | Phase::Stopped => {}
             _ => {
-                let idx = self.attempt.min(self.cfg.backoff.len().saturating_sub(1));
-                let delay = self
-                    .cfg
-                    .backoff
-                    .get(idx)
-                    .copied()
-                    .unwrap_or(Duration::from_secs(60));
+                let delay = if self.auth_failures > 0 {
+                    // Refused credentials: the SDK's own schedule, then give up (below).
+                    let idx = (self.auth_failures as usize - 1)
+                        .min(self.cfg.auth_backoff.len().saturating_sub(1));
+                    self.cfg
+                        .auth_backoff
+                        .get(idx)
+                        .copied()
+                        .unwrap_or(Duration::from_secs(16))
+                } else {
+                    let idx = self.attempt.min(self.cfg.backoff.len().saturating_sub(1));
+                    self.cfg
+                        .backoff
+                        .get(idx)
+                        .copied()
+                        .unwrap_or(Duration::from_secs(30))
+                };
                 self.attempt += 1;
                 self.phase = Phase::Backoff;
                 self.reconnect_at = Some(now + delay);
@@ -496,18 +527,25 @@ impl<W> Session<W> {
             return;
         }
         self.subscribe_deadline = None;
-        let code = frame.code();
-        if code != 0 {
+        if !frame.is_success() {
+            let code = frame.code();
             let message = if frame.errmsg.is_empty() {
                 "authentication failed".to_owned()
             } else {
                 frame.errmsg.clone()
             };
-            if wecom_common::classify(code) == wecom_common::ErrorClass::AuthFailed {
-                out.push(Action::AuthFailed {
-                    code,
-                    message: message.clone(),
-                });
+            self.auth_failures += 1;
+            let gave_up = self.auth_failures as usize > self.cfg.auth_backoff.len();
+            out.push(Action::AuthFailed {
+                code,
+                message: message.clone(),
+                failures: self.auth_failures,
+                gave_up,
+            });
+            if gave_up {
+                self.phase = Phase::Stopped;
+                self.reconnect_at = None;
+                out.extend(self.fail_all(ReqError::NotConnected));
             }
             out.push(Action::Close(CloseReason::SubscribeRejected {
                 code,
@@ -517,6 +555,7 @@ impl<W> Session<W> {
         }
         self.phase = Phase::Ready;
         self.attempt = 0;
+        self.auth_failures = 0;
         self.epoch += 1;
         self.pings.clear();
         self.next_ping = Some(now + self.cfg.ping_interval);
@@ -533,14 +572,19 @@ impl<W> Session<W> {
         if !frame.is_callback() && !frame.req_id.is_empty() {
             // An answer: correlated by req_id only, never by cmd.
             if let Some(pos) = self.pings.iter().position(|p| *p == frame.req_id) {
-                // Any answer proves life; older unanswered pings are forgiven too.
-                self.pings.drain(..=pos);
+                if frame.is_success() {
+                    // A good answer proves life; older unanswered pings are forgiven too.
+                    self.pings.drain(..=pos);
+                } else {
+                    // A refused ping does not count as alive (§6.2): it stays missed.
+                    tracing::debug!(code = frame.code(), "A ping was answered with an error.");
+                }
                 return;
             }
             if self.subscribe_req.as_deref() == Some(frame.req_id.as_str()) {
                 // The answer to a re-subscribe.
                 self.subscribe_req = None;
-                if frame.code() != 0 {
+                if !frame.is_success() {
                     tracing::warn!(code = frame.code(), "Re-subscribe was refused.");
                 }
                 return;
@@ -551,7 +595,7 @@ impl<W> Session<W> {
                 if code == 846609 {
                     self.resubscribe(now, out);
                 }
-                let result = if code == 0 {
+                let result = if frame.is_success() {
                     Ok(frame)
                 } else {
                     Err(ReqError::Platform {
@@ -610,7 +654,7 @@ impl<W> Session<W> {
             return;
         }
         self.last_resubscribe = Some(now);
-        let frame = protocol::subscribe(&self.bot_id, &self.secret, &self.device_id);
+        let frame = protocol::subscribe(&self.bot_id, &self.secret);
         self.subscribe_req = Some(frame.req_id.clone());
         out.push(Action::Resubscribing);
         out.push(Action::Send(frame.to_json()));

@@ -1,18 +1,29 @@
-//! The reply stream engine (reference `wecom-aibot.md` §4.3; landscape §3 items 11–27, §4 gap 2):
-//! one [`StreamSink`] per reply, opened by the router for every turn and notice.
+//! The reply stream engine, as the official client streams (reference
+//! `wecom-aibot-official.md` §4, §5, §0 items 10–12): one [`StreamSink`] per reply, opened by the
+//! router for every turn.
 //!
-//! * `start` seeds `<think></think>` at once; a per-reply pump task then sends the cumulative
-//!   text, throttled and coalesced: one intermediate frame in flight, the newest text wins,
-//!   identical frames skipped, pacing stretched when a bubble's frame budget runs low;
-//! * bubbles are planned by [`Bubbles`]: never over the frame size, continued in new bubbles
-//!   (same `req_id`) when full or old, nothing truncated;
-//! * `finish` always ends every open bubble with `finish: true` (success, agent error, `/stop`,
-//!   shutdown, and also when the sink is dropped); a final frame without an answer counts as
-//!   delivered (no duplicates), 6000 is success, 846607 waits and retries;
-//! * when the stream cannot carry the answer (846604/846608 expiry, 600039, a reconnect made
-//!   the `req_id` stale, a dropped socket), whatever did not reach the user goes through the
-//!   non-stream path (`send.rs`); when that fails too, `finish` returns an error and the router
-//!   records the reply as undelivered.
+//! * **One stream per inbound message**: one `stream.id` on the message's `req_id` carries the
+//!   `<think></think>` seed, the throttled intermediate frames (the whole text so far, newest
+//!   wins, one in flight, identical frames skipped) and the final frame. No second stream and no
+//!   other passive reply ever goes on that `req_id`.
+//! * **What does not fit continues proactively**: a stream shows at most
+//!   `stream_max_frame_bytes` (WeCom's 20480); the text after that — cut at a paragraph, line,
+//!   sentence or space, nothing lost or repeated — follows the final frame as `aibot_send_msg`
+//!   markdown to the chat (DM user id or group chat id), split by bytes.
+//! * **The 6-minute window**: `stream_window_secs` after the user's message the stream is
+//!   finished with what it shows; the rest of the answer follows as markdown. A stream that
+//!   WeCom reports expired (846608) or refuses in any other way is abandoned and the whole answer
+//!   goes as markdown, once.
+//! * **The final frame is always visible**: WeCom ignores invisible content and would leave the
+//!   thinking animation up, so an empty answer closes the stream with [`DONE`].
+//! * **Unconfirmed is not delivered**: a final frame without an answer is sent again (same id,
+//!   same content: idempotent); still unanswered, the reply is reported unconfirmed to the router
+//!   (outbox, `/health`), never counted as delivered.
+//! * Events take no stream (846605): `enter_chat` is answered with `aibot_respond_welcome_msg`
+//!   within 5 s, other events proactively; a `req_id` from before a reconnect or restart is not
+//!   used either.
+
+mod plan;
 
 use std::sync::Arc;
 
@@ -26,15 +37,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use crate::adapter::Inner;
-use crate::bubbles::{Bubbles, Planned};
+use crate::adapter::{to_adapter_error, Inner};
 use crate::protocol::{self, Incoming};
 use crate::ratelimit::Lane;
-use crate::send::Via;
 use crate::session::ReqError;
+pub use plan::{Plan, DONE, STILL_WORKING};
 
-/// Attempts of one final frame when WeCom answers 846607.
-const RATE_RETRIES: usize = 5;
+/// Tries of a final frame that gets no answer (re-sending it is idempotent).
+const FINAL_TRIES: usize = 3;
 
 type AckRx = oneshot::Receiver<Result<Incoming, ReqError>>;
 
@@ -43,12 +53,20 @@ type AckRx = oneshot::Receiver<Result<Incoming, ReqError>>;
 pub(crate) struct ReplyContext {
     pub req_id: Option<String>,
     pub route: Option<String>,
+    /// `enter_chat`, or `event` for any other event; `None` for a message.
     pub event: Option<String>,
+    /// When the adapter received the frame (Unix milliseconds).
+    pub arrived_ms: Option<i64>,
 }
 
 impl ReplyContext {
     pub(crate) fn to_value(&self) -> Value {
-        serde_json::json!({ "req_id": self.req_id, "route": self.route, "event": self.event })
+        serde_json::json!({
+            "req_id": self.req_id,
+            "route": self.route,
+            "event": self.event,
+            "arrived_ms": self.arrived_ms,
+        })
     }
 
     pub(crate) fn from_value(v: &Value) -> Self {
@@ -57,70 +75,20 @@ impl ReplyContext {
             req_id: s("req_id"),
             route: s("route"),
             event: s("event"),
+            arrived_ms: v.get("arrived_ms").and_then(Value::as_i64),
         }
     }
 }
 
-/// Whether a stream answer means the frame reached the user.
-fn delivered(result: &Result<Incoming, ReqError>) -> bool {
-    match result {
-        Ok(_) => true,
-        // No answer: WeCom had usually shown it already; re-sending duplicates bubbles.
-        Err(ReqError::Timeout) => true,
-        // A newer frame won the race; the content is on screen.
-        Err(ReqError::Platform { code: 6000, .. }) => true,
-        Err(_) => false,
-    }
-}
-
-/// What the pump hands back to `finish`.
-#[derive(Debug)]
-struct PumpState {
-    bubbles: Bubbles,
-    /// The answer of the intermediate frame in flight.
-    outstanding: Option<AckRx>,
-    /// Seal frames sent mid-stream, with the text they deliver.
-    seals: Vec<(String, AckRx)>,
-    /// Text of seal frames that could not even be sent.
-    lost: Vec<String>,
-    /// The stream cannot be used any more; remaining text goes the non-stream way.
-    dead: bool,
-    /// The error code that killed the stream, if any.
-    fail_code: Option<i64>,
-}
-
-impl PumpState {
-    fn new(inner: &Inner, dead: bool) -> Self {
-        let cfg = &inner.cfg;
-        Self {
-            bubbles: Bubbles::new(
-                cfg.stream_max_frame_bytes,
-                cfg.stream_max_frames,
-                cfg.stream_rotate_after(),
-            ),
-            outstanding: None,
-            seals: Vec::new(),
-            lost: Vec::new(),
-            dead,
-            fail_code: None,
-        }
-    }
-
-    /// Takes note of an intermediate frame's answer.
-    fn note(&mut self, result: &Result<Incoming, ReqError>) {
-        if delivered(result) {
-            return;
-        }
-        match result {
-            Err(ReqError::Platform { code: 846607, .. }) | Err(ReqError::Busy) => {}
-            Err(e) => {
-                debug!(error = %e, "The reply stream stopped working; the rest goes another way.");
-                self.dead = true;
-                self.fail_code = self.fail_code.or(e.code());
-            }
-            Ok(_) => {}
-        }
-    }
+/// What the inbound `req_id` belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A user message: one stream.
+    Message,
+    /// `enter_chat`: one welcome reply within 5 s.
+    Welcome,
+    /// Any other event: no passive reply at all.
+    Event,
 }
 
 /// Where a sink replies.
@@ -129,22 +97,61 @@ struct Target {
     chat: ChatAddress,
     /// The inbound `req_id`, usable or not.
     req_id: Option<String>,
-    /// The route tag the `req_id` belongs to.
+    /// The route tag (connection generation) the `req_id` belongs to.
     route: Option<String>,
-    /// `enter_chat`: replies go through `aibot_respond_welcome_msg`.
-    welcome: bool,
+    kind: Kind,
+}
+
+/// The stream's state, handed from the pump to `finish`.
+#[derive(Debug)]
+struct StreamState {
+    plan: Plan,
+    /// The answer of the intermediate frame in flight.
+    outstanding: Option<AckRx>,
+    /// The stream cannot be used any more (refused, expired, connection gone).
+    dead: bool,
+    /// The final frame the pump sent when the window closed: the text it delivers (empty when
+    /// it only said [`STILL_WORKING`]) and its answer.
+    sealed: Option<(String, AckRx)>,
+}
+
+impl StreamState {
+    fn new(inner: &Inner) -> Self {
+        Self {
+            plan: Plan::new(inner.cfg.stream_max_frame_bytes),
+            outstanding: None,
+            dead: false,
+            sealed: None,
+        }
+    }
+
+    /// Takes note of an intermediate frame's answer.
+    fn note(&mut self, result: &Result<Incoming, ReqError>) {
+        match result {
+            Ok(_) => {}
+            // Not a verdict on the stream: the next frame carries the same text and more.
+            Err(ReqError::Timeout | ReqError::Busy)
+            | Err(ReqError::Platform { code: 846607, .. }) => {}
+            Err(e) => {
+                debug!(error = %e, "The reply stream stopped working; the answer goes as markdown.");
+                self.dead = true;
+            }
+        }
+    }
 }
 
 struct Pump {
     text: watch::Sender<String>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<PumpState>,
+    task: JoinHandle<StreamState>,
 }
 
 /// The reply sink of the `wecom` adapter.
 pub(crate) struct StreamSink {
     inner: Arc<Inner>,
     target: Target,
+    /// When the stream may no longer be updated.
+    window_ends: Instant,
     pump: Option<Pump>,
 }
 
@@ -160,45 +167,57 @@ impl StreamSink {
     /// A sink replying to `inbound`.
     pub(crate) fn open(inner: Arc<Inner>, inbound: &InboundMessage) -> Self {
         let ctx = ReplyContext::from_value(&inbound.reply_context);
+        let kind = match ctx.event.as_deref() {
+            None => Kind::Message,
+            Some("enter_chat") => Kind::Welcome,
+            Some(_) => Kind::Event,
+        };
+        // The window runs from the frame's arrival: the message may have waited in a queue.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let waited = Duration::from_millis(
+            ctx.arrived_ms
+                .map_or(0, |t| u64::try_from(now_ms - t).unwrap_or(0)),
+        );
+        let window_ends = Instant::now() + inner.cfg.stream_window().saturating_sub(waited);
         let target = Target {
             chat: inbound.chat.clone(),
             req_id: ctx.req_id,
             route: ctx.route,
-            welcome: ctx.event.as_deref() == Some("enter_chat"),
+            kind,
         };
         Self {
             inner,
             target,
+            window_ends,
             pump: None,
         }
     }
 
-    /// True when the stream can run on the inbound `req_id` (same live connection).
+    /// True when the stream can run on the inbound `req_id` (a message, on the live
+    /// connection, still inside its window).
     fn usable(&self) -> bool {
-        !self.target.welcome
+        self.target.kind == Kind::Message
             && self.target.req_id.is_some()
             && self.inner.route_is(self.target.route.as_deref())
+            && Instant::now() < self.window_ends
     }
 
     fn start_pump(&mut self, seed: bool) {
         if self.pump.is_some() || !self.usable() {
             return;
         }
-        let Some(req_id) = self.target.req_id.clone() else {
-            return;
-        };
-        self.inner.stream_opened(&req_id);
         let (text_tx, text_rx) = watch::channel(String::new());
         let (stop_tx, stop_rx) = oneshot::channel();
         let inner = self.inner.clone();
         let target = self.target.clone();
+        let window_ends = self.window_ends;
         let task = self.inner.tasks.spawn(async move {
-            let mut st = PumpState::new(&inner, false);
+            let mut st = StreamState::new(&inner);
             if seed {
-                let frame = st.bubbles.seed(Instant::now());
-                st.outstanding = send_frames(&inner, &target, &mut st, vec![frame]).await;
+                let content = st.plan.seed();
+                st.outstanding = send_intermediate(&inner, &target, &mut st, content).await;
             }
-            run_pump(inner, target, st, text_rx, stop_rx).await
+            run_pump(inner, target, st, window_ends, text_rx, stop_rx).await
         });
         self.pump = Some(Pump {
             text: text_tx,
@@ -237,8 +256,14 @@ impl ReplySink for StreamSink {
         debug!(instance = %self.inner.instance, ?outcome, "Finishing a reply.");
         let inner = self.inner.clone();
         let target = self.target.clone();
-        if target.welcome {
-            return finish_welcome(&inner, &target, text).await;
+        match target.kind {
+            Kind::Welcome => return finish_welcome(&inner, &target, text, log).await,
+            Kind::Event => {
+                return inner
+                    .deliver_text_logged(&target.chat, text, Lane::Control, log)
+                    .await
+            }
+            Kind::Message => {}
         }
         let st = match self.pump.take() {
             Some(p) => {
@@ -246,52 +271,48 @@ impl ReplySink for StreamSink {
                 match p.task.await {
                     Ok(st) => Some(st),
                     Err(e) => {
-                        warn!(error = %e, "The reply pump failed; sending the answer without the stream.");
-                        Some(PumpState::new(&inner, true))
+                        warn!(error = %e, "The reply pump failed; sending the answer as markdown.");
+                        None
                     }
                 }
             }
             None => None,
         };
-        let opened = st.is_some();
         let usable = self.usable();
-        let st = st.unwrap_or_else(|| PumpState::new(&inner, !usable));
-        if !usable && !st.dead {
-            debug!(instance = %inner.instance, "Reply route is stale (reconnect or restart); answering without the stream.");
-        }
-        let result = finalize(&inner, &target, st, text, usable, log).await;
-        if opened {
-            if let Some(r) = &target.req_id {
-                inner.stream_closed(r);
+        let st = match st {
+            Some(st) => st,
+            None => {
+                let mut st = StreamState::new(&inner);
+                st.dead = !usable;
+                st
             }
-        }
-        result
+        };
+        finalize(&inner, &target, st, text, log).await
     }
 }
 
-/// The pump: sends intermediate frames until told to stop, then hands its state back. When the
-/// sink is dropped without `finish`, it finishes the reply itself with the last text, so no
-/// bubble is left spinning.
+/// The pump: sends intermediate frames until told to stop, and finishes the stream itself when
+/// its window closes. Hands its state back to `finish`; when the sink is dropped without
+/// `finish`, it finishes the reply itself with the last text, so no bubble is left spinning.
 async fn run_pump(
     inner: Arc<Inner>,
     target: Target,
-    mut st: PumpState,
+    mut st: StreamState,
+    window_ends: Instant,
     mut text_rx: watch::Receiver<String>,
     mut stop_rx: oneshot::Receiver<()>,
-) -> PumpState {
+) -> StreamState {
     let interval = inner.cfg.stream_interval();
     let mut last_sent: Option<Instant> = None;
     let mut dirty = false;
     let mut outstanding = st.outstanding.take();
     loop {
-        let now = Instant::now();
-        let send_at = (dirty && outstanding.is_none() && !st.dead)
-            .then(|| next_send(last_sent, interval, &st.bubbles, now));
-        let rotate_at = if st.dead {
-            None
-        } else {
-            st.bubbles.rotate_at()
-        };
+        let open = !st.dead && st.sealed.is_none();
+        let send_at = (dirty && outstanding.is_none() && open).then(|| match last_sent {
+            Some(t) => (t + interval).max(Instant::now()),
+            None => Instant::now(),
+        });
+        let seal_at = open.then_some(window_ends);
         tokio::select! {
             // `finish` wants the state; a closed channel means the sink was dropped.
             stopped = &mut stop_rx => {
@@ -302,7 +323,7 @@ async fn run_pump(
                 let text = text_rx.borrow().clone();
                 return abandon(&inner, &target, st, &text).await;
             }
-            // New cumulative text; a closed channel means the sink was dropped.
+            // New text so far; a closed channel means the sink was dropped.
             changed = text_rx.changed() => {
                 if changed.is_err() {
                     st.outstanding = outstanding;
@@ -320,52 +341,54 @@ async fn run_pump(
             () = sleep_opt(send_at) => {
                 let text = text_rx.borrow_and_update().clone();
                 dirty = false;
-                let frames = st.bubbles.update(&text, Instant::now());
-                if let Some(rx) = send_frames(&inner, &target, &mut st, frames).await {
-                    outstanding = Some(rx);
-                    last_sent = Some(Instant::now());
+                if let Some(content) = st.plan.update(&text) {
+                    if let Some(rx) = send_intermediate(&inner, &target, &mut st, Some(content)).await {
+                        outstanding = Some(rx);
+                        last_sent = Some(Instant::now());
+                    }
                 }
             }
-            // The bubble is getting old: seal it and continue in a new one.
-            () = sleep_opt(rotate_at) => {
-                let text = text_rx.borrow().clone();
-                info!(instance = %inner.instance, "Rotating a long-lived reply bubble.");
-                let frames = st.bubbles.rotate(&text, Instant::now());
-                if let Some(rx) = send_frames(&inner, &target, &mut st, frames).await {
-                    outstanding = Some(rx);
-                    last_sent = Some(Instant::now());
+            // WeCom stops taking updates soon: finish the stream with what it shows.
+            () = sleep_opt(seal_at) => {
+                if let Some(rx) = outstanding.take() {
+                    st.note(&rx.await.unwrap_or(Err(ReqError::Disconnected)));
                 }
+                let text = text_rx.borrow().clone();
+                info!(instance = %inner.instance, "The reply stream's window is closing; the rest of the answer follows as markdown.");
+                seal(&inner, &target, &mut st, &text).await;
             }
         }
+    }
+}
+
+/// Finishes the stream at the end of its window with the text it can show so far (or
+/// [`STILL_WORKING`]); `finish` later sends what comes after as markdown.
+async fn seal(inner: &Inner, target: &Target, st: &mut StreamState, text: &str) {
+    if st.dead {
+        return;
+    }
+    let (head, _) = st.plan.split(text);
+    let (content, delivers) = if protocol::has_visible(&head) {
+        (head.clone(), head)
+    } else {
+        (STILL_WORKING.to_owned(), String::new())
+    };
+    match submit_final(inner, target, st, &content).await {
+        Some(rx) => st.sealed = Some((delivers, rx)),
+        None => st.dead = true,
     }
 }
 
 /// Finishes a reply whose sink was dropped without `finish`, with the last text it got, so its
 /// bubble does not keep spinning.
-async fn abandon(inner: &Inner, target: &Target, st: PumpState, text: &str) -> PumpState {
-    warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its bubble.");
-    let text = if text.trim().is_empty() { "…" } else { text };
-    if let Err(e) = finalize(inner, target, st, text, true, &gateway_core::NoLog).await {
+async fn abandon(inner: &Inner, target: &Target, st: StreamState, text: &str) -> StreamState {
+    warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its stream.");
+    if let Err(e) = finalize(inner, target, st, text, &gateway_core::NoLog).await {
         warn!(instance = %inner.instance, error = %e, "Could not close an abandoned reply.");
     }
-    if let Some(r) = &target.req_id {
-        inner.stream_closed(r);
-    }
-    PumpState::new(inner, true)
-}
-
-/// When the next intermediate frame may go: the configured interval, stretched once half the
-/// bubble's frame budget is used so the rest lasts until the bubble's rotation.
-fn next_send(last: Option<Instant>, interval: Duration, b: &Bubbles, now: Instant) -> Instant {
-    let Some(last) = last else { return now };
-    let mut gap = interval;
-    let left = b.frames_left();
-    if left > 0 && b.frames_used() >= left {
-        if let Some(rotate) = b.rotate_at() {
-            gap = gap.max(rotate.saturating_duration_since(now) / left);
-        }
-    }
-    (last + gap).max(now)
+    let mut done = StreamState::new(inner);
+    done.dead = true;
+    done
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -375,79 +398,76 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// Sends planned mid-stream frames without waiting for their answers. Returns the answer
-/// receiver of the last intermediate frame. Seal frames are metered and remembered.
-async fn send_frames(
+/// Sends one intermediate frame without waiting for its answer; returns the answer receiver.
+async fn send_intermediate(
     inner: &Inner,
     target: &Target,
-    st: &mut PumpState,
-    frames: Vec<Planned>,
+    st: &mut StreamState,
+    content: Option<String>,
 ) -> Option<AckRx> {
+    let content = content?;
     let req_id = target.req_id.as_deref()?;
-    let mut last = None;
-    for f in frames {
-        if st.dead || !inner.route_is(target.route.as_deref()) {
+    if st.dead || !inner.route_is(target.route.as_deref()) {
+        st.dead = true;
+        return None;
+    }
+    let frame = protocol::stream_frame(req_id, st.plan.id(), &content, false);
+    match inner
+        .submit(frame, inner.cfg.stream_ack_timeout(), Duration::ZERO)
+        .await
+    {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            debug!(error = %e, "Could not send a stream frame.");
             st.dead = true;
-            if f.finish {
-                st.lost.push(f.text);
-            }
-            continue;
-        }
-        let frame = protocol::stream_frame(req_id, &f.stream_id, &f.content, f.finish);
-        let timeout = if f.finish {
-            inner.cfg.request_timeout()
-        } else {
-            inner.cfg.stream_ack_timeout()
-        };
-        if f.finish {
-            inner
-                .limiter
-                .acquire(&target.chat.chat_id, Lane::Control)
-                .await;
-        }
-        match inner.submit(frame, timeout, Duration::ZERO).await {
-            Ok(rx) if f.finish => st.seals.push((f.text, rx)),
-            Ok(rx) => last = Some(rx),
-            Err(e) => {
-                debug!(error = %e, "Could not send a stream frame.");
-                st.dead = true;
-                if f.finish {
-                    st.lost.push(f.text);
-                }
-            }
+            None
         }
     }
-    last
 }
 
-/// Sends one final frame, retrying on 846607. `Ok` when it counts as delivered.
+/// Puts the final frame with `content` on its way; `None` when it could not even be sent.
+async fn submit_final(
+    inner: &Inner,
+    target: &Target,
+    st: &StreamState,
+    content: &str,
+) -> Option<AckRx> {
+    let req_id = target.req_id.as_deref()?;
+    if !inner.route_is(target.route.as_deref()) {
+        return None;
+    }
+    inner
+        .limiter
+        .acquire(&target.chat.chat_id, Lane::Control)
+        .await;
+    let frame = protocol::stream_frame(req_id, st.plan.id(), content, true);
+    inner
+        .submit(frame, inner.cfg.request_timeout(), Duration::ZERO)
+        .await
+        .ok()
+}
+
+/// Sends the final frame until WeCom answers: again after a timeout (idempotent: same id, same
+/// content) and after a rate limit; any other answer is final.
 async fn final_frame(
     inner: &Inner,
     target: &Target,
-    req_id: &str,
-    f: &Planned,
+    st: &StreamState,
+    content: &str,
 ) -> Result<(), ReqError> {
-    let frame = protocol::stream_frame(req_id, &f.stream_id, &f.content, true);
     let mut last = ReqError::Timeout;
-    for _ in 0..RATE_RETRIES {
-        inner
-            .limiter
-            .acquire(&target.chat.chat_id, Lane::Control)
-            .await;
-        let result = match inner
-            .submit(frame.clone(), inner.cfg.request_timeout(), Duration::ZERO)
-            .await
-        {
-            Ok(rx) => rx.await.unwrap_or(Err(ReqError::Disconnected)),
-            Err(e) => Err(e),
+    let mut tries = 0;
+    while tries < FINAL_TRIES {
+        tries += 1;
+        let Some(rx) = submit_final(inner, target, st, content).await else {
+            return Err(ReqError::NotConnected);
         };
-        if delivered(&result) {
-            if matches!(result, Err(ReqError::Timeout)) {
-                info!(instance = %inner.instance, "No ACK for a final stream frame; counting it as delivered.");
+        match rx.await.unwrap_or(Err(ReqError::Disconnected)) {
+            Ok(_) => return Ok(()),
+            Err(ReqError::Timeout) => {
+                info!(instance = %inner.instance, tries, "No answer to a final stream frame; sending it again.");
+                last = ReqError::Timeout;
             }
-            return Ok(());
-        }
-        match result {
             Err(ReqError::Platform {
                 code: 846607,
                 message,
@@ -460,98 +480,111 @@ async fn final_frame(
                 };
             }
             Err(e) => return Err(e),
-            Ok(_) => return Ok(()),
         }
     }
     Err(last)
 }
 
-/// Ends the reply: collects mid-stream seals, sends the final frames, and delivers whatever
-/// did not reach the user through the non-stream path.
+/// Ends the reply: the final frame with the head of the text, then the rest as markdown; or
+/// all of it as markdown when the stream cannot carry it.
 ///
-/// `log` first hears the whole text as one part (the stream); when a fallback is needed it hears
-/// the fallback's pieces instead, each confirmed as it goes, so a retry from the outbox repeats
-/// neither what the stream showed nor a piece already sent.
+/// `log` hears the plan (the stream's part first, then the markdown pieces) and each part WeCom
+/// confirmed, so a retry from the outbox repeats nothing confirmed. When the stream fails before
+/// its part was confirmed, the plan is made again with markdown pieces only.
 async fn finalize(
     inner: &Inner,
     target: &Target,
-    mut st: PumpState,
+    mut st: StreamState,
     text: &str,
-    usable: bool,
     log: &dyn DeliveryLog,
 ) -> Result<(), AdapterError> {
-    log.planned(&[text.to_owned()]).await;
     if let Some(rx) = st.outstanding.take() {
-        let r = rx.await.unwrap_or(Err(ReqError::Disconnected));
-        st.note(&r);
+        st.note(&rx.await.unwrap_or(Err(ReqError::Disconnected)));
     }
-    let mut missing: Vec<String> = std::mem::take(&mut st.lost);
-    for (piece, rx) in std::mem::take(&mut st.seals) {
-        let r = rx.await.unwrap_or(Err(ReqError::Disconnected));
-        if !delivered(&r) {
-            if let Err(e) = &r {
-                st.fail_code = st.fail_code.or(e.code());
+    // Finished at the window: the part it showed is delivered once WeCom confirms it.
+    if let Some((delivers, rx)) = st.sealed.take() {
+        let confirmed = rx.await.unwrap_or(Err(ReqError::Disconnected)).is_ok();
+        let rest = if !confirmed || delivers.is_empty() {
+            text.to_owned()
+        } else {
+            match st.plan.split(text) {
+                // The stream showed the head it would show now: continue where it stops.
+                (head, rest) if head == delivers => rest,
+                _ => match text.strip_prefix(delivers.as_str()) {
+                    Some(rest) => rest.trim_start_matches(['\n', ' ', '\t']).to_owned(),
+                    None => text.to_owned(),
+                },
             }
-            missing.push(piece);
-        }
+        };
+        return inner
+            .deliver_text_logged(&target.chat, &rest, Lane::Control, log)
+            .await;
     }
-    let stream_ok = usable && !st.dead && inner.route_is(target.route.as_deref());
-    match (stream_ok, target.req_id.as_deref()) {
-        (true, Some(req_id)) => {
-            let frames = st.bubbles.finish(text, Instant::now());
-            for (i, f) in frames.iter().enumerate() {
-                if let Err(e) = final_frame(inner, target, req_id, f).await {
-                    warn!(instance = %inner.instance, error = %e, "The reply stream could not be finished; falling back.");
-                    st.fail_code = st.fail_code.or(e.code());
-                    missing.extend(frames[i..].iter().map(|f| f.text.clone()));
-                    break;
-                }
-            }
-        }
-        _ => {
-            let sealed = st.bubbles.sealed_text();
-            let rest = text.strip_prefix(sealed).unwrap_or(text);
-            missing.push(rest.to_owned());
-        }
+    let stream_ok = !st.dead && inner.route_is(target.route.as_deref());
+    if !stream_ok || target.req_id.is_none() {
+        return inner
+            .deliver_text_logged(&target.chat, text, Lane::Control, log)
+            .await;
     }
-    let pending: String = missing.concat();
-    if pending.trim().is_empty() {
-        log.confirmed(0).await;
-        return Ok(());
-    }
-    let via = Via {
-        first: target
-            .req_id
-            .clone()
-            .filter(|_| st.fail_code == Some(600039) && usable),
-        avoid: target.req_id.clone(),
-        control: true,
+    let (head, rest) = st.plan.split(text);
+    let content = if protocol::has_visible(&head) {
+        head
+    } else {
+        DONE.to_owned()
     };
-    inner
-        .deliver_text_logged(&target.chat, &pending, via, log)
-        .await
-        .map_err(|e| {
-            AdapterError::Undelivered(format!("the stream and every fallback failed: {e}"))
-        })
+    let pieces = inner.text_pieces(&rest);
+    let mut parts = Vec::with_capacity(pieces.len() + 1);
+    parts.push(content.clone());
+    parts.extend(pieces.iter().cloned());
+    log.planned(&parts).await;
+    match final_frame(inner, target, &st, &content).await {
+        Ok(()) => {
+            log.confirmed(0).await;
+            inner
+                .send_pieces(&target.chat, &pieces, 1, Lane::Control, log)
+                .await
+        }
+        // No answer after every try: WeCom may show it or not. Reported as unconfirmed (the
+        // router keeps it in the outbox and shows it in /health), never as delivered.
+        Err(e @ (ReqError::Timeout | ReqError::Disconnected)) => {
+            warn!(instance = %inner.instance, error = %e, "A final stream frame was never confirmed; the reply is kept as unconfirmed.");
+            Err(to_adapter_error(e))
+        }
+        // Refused (846608 expired, or any other code) or never sent: nothing of the stream
+        // counts, the whole answer goes as markdown.
+        Err(e) => {
+            info!(instance = %inner.instance, error = %e, "The reply stream could not be finished; sending the answer as markdown.");
+            inner
+                .deliver_text_logged(&target.chat, text, Lane::Control, log)
+                .await
+        }
+    }
 }
 
 /// Replies to `enter_chat` go through `aibot_respond_welcome_msg` (5-second window); later or
-/// failing ones go the non-stream way.
-async fn finish_welcome(inner: &Inner, target: &Target, text: &str) -> Result<(), AdapterError> {
+/// refused ones go proactively.
+async fn finish_welcome(
+    inner: &Inner,
+    target: &Target,
+    text: &str,
+    log: &dyn DeliveryLog,
+) -> Result<(), AdapterError> {
     if let (Some(req_id), true) = (
         target.req_id.as_deref(),
         inner.route_is(target.route.as_deref()),
     ) {
+        log.planned(&[text.to_owned()]).await;
         let frame = protocol::welcome(req_id, text);
         match inner.request(frame, Duration::from_secs(5)).await {
-            Ok(_) | Err(ReqError::Timeout) => return Ok(()),
-            Err(e) => debug!(error = %e, "Welcome reply refused; sending it another way."),
+            Ok(_) => {
+                log.confirmed(0).await;
+                return Ok(());
+            }
+            Err(e @ ReqError::Timeout) => return Err(to_adapter_error(e)),
+            Err(e) => debug!(error = %e, "Welcome reply refused; sending it proactively."),
         }
     }
-    let via = Via {
-        avoid: target.req_id.clone(),
-        control: true,
-        ..Via::default()
-    };
-    inner.deliver_text(&target.chat, text, via).await
+    inner
+        .deliver_text_logged(&target.chat, text, Lane::Control, log)
+        .await
 }

@@ -1,13 +1,17 @@
-//! Outbound media: the size and format rules (reference `wecom-aibot.md` §4.6: over 20 MiB is
-//! refused with a message to the chat; images and videos over 10 MiB, and voice over 2 MiB or
-//! not AMR, go as files with a note), the chunked upload `aibot_upload_media_init` → `_chunk`
-//! (512 KiB, 0-based, at most 100) → `_finish` with the whole file's MD5 (§4.4), then the media
-//! message: a passive reply on the chat's fresh `req_id` unless that `req_id` owns an open
-//! stream (§9 item 14), else a proactive send (§4.5).
+//! Outbound media (reference `wecom-aibot-official.md` §8): the size and format rules (over
+//! 20 MiB is refused with a message to the chat; images and videos over 10 MiB, and voice over
+//! 2 MiB or not AMR, go as files with a note), the chunked upload `aibot_upload_media_init` →
+//! `_chunk` (512 KiB, 0-based, at most 100) → `_finish` with the whole file's MD5 (§2.7), with
+//! the SDK's chunk concurrency (all at once up to 4 chunks, 3 workers up to 10, else 2) and
+//! per-chunk retries (3 tries, 500 ms then 1 s apart, a fresh `req_id` each), then the media
+//! message, always proactive with `aibot_send_msg`, groups included (§0 item 17: a `req_id` can
+//! be used once, and a passive media reply cannot replace the stream).
 
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
+use futures::stream::{self, StreamExt as _, TryStreamExt as _};
 use gateway_core::{AdapterError, ChatAddress, MediaKind};
 use md5::{Digest, Md5};
 use serde_json::Value;
@@ -19,8 +23,19 @@ use wecom_common::media::{
 use crate::adapter::{to_adapter_error, Inner};
 use crate::protocol;
 use crate::ratelimit::Lane;
-use crate::send::Via;
-use crate::session::ReqError;
+
+/// Waits before the second and third try of a chunk (§2.7).
+const CHUNK_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1000)];
+
+/// Chunks uploaded at the same time for an upload of `total` chunks, as the SDK does: the
+/// server answers "system error" when too many arrive at once (§2.7).
+pub fn chunk_workers(total: usize) -> usize {
+    match total {
+        0..=4 => total.max(1),
+        5..=10 => 3,
+        _ => 2,
+    }
+}
 
 /// The upload plan of a payload: `(total_chunks, md5 hex)`.
 pub fn upload_plan(bytes: &[u8], chunk: usize) -> (usize, String) {
@@ -69,8 +84,7 @@ impl Inner {
         self.deliver_media(chat, kind, &media_id).await?;
         info!(instance = %self.instance, kind = kind.as_str(), bytes = bytes.len(), "Media sent.");
         if let Some(note) = note {
-            self.deliver_text(chat, &format!("ℹ️ {note}"), Via::default())
-                .await?;
+            self.deliver_text(chat, &format!("ℹ️ {note}")).await?;
         }
         Ok(())
     }
@@ -78,10 +92,7 @@ impl Inner {
     /// Tells the chat why a file was not sent, and fails.
     async fn refuse(&self, chat: &ChatAddress, reason: &str) -> Result<(), AdapterError> {
         warn!(instance = %self.instance, "Refused to send a media file: {reason}");
-        if let Err(e) = self
-            .deliver_text(chat, &format!("⚠️ {reason}"), Via::default())
-            .await
-        {
+        if let Err(e) = self.deliver_text(chat, &format!("⚠️ {reason}")).await {
             warn!(instance = %self.instance, error = %e, "Could not tell the chat about a refused file.");
         }
         Err(AdapterError::Unsupported(reason.to_owned()))
@@ -108,48 +119,67 @@ impl Inner {
             .await
             .map_err(to_adapter_error)?;
         let upload_id = field(&answer.body, "upload_id")?;
-        for (index, chunk) in bytes.chunks(UPLOAD_CHUNK_BYTES).enumerate() {
-            let data = base64::engine::general_purpose::STANDARD.encode(chunk);
-            let frame = protocol::upload_chunk(&upload_id, index, data);
-            self.request(frame, timeout)
-                .await
-                .map_err(to_adapter_error)?;
-        }
+        let upload_id = upload_id.as_str();
+        stream::iter(0..total)
+            .map(|index| {
+                let start = index * UPLOAD_CHUNK_BYTES;
+                let end = (start + UPLOAD_CHUNK_BYTES).min(bytes.len());
+                self.upload_chunk(upload_id, index, &bytes[start..end])
+            })
+            .buffer_unordered(chunk_workers(total))
+            .try_collect::<Vec<()>>()
+            .await?;
+        // Every chunk confirmed; a failed one leaves the upload unfinished (§2.7).
         let answer = self
-            .request(protocol::upload_finish(&upload_id), timeout)
+            .request(protocol::upload_finish(upload_id), timeout)
             .await
             .map_err(to_adapter_error)?;
         field(&answer.body, "media_id")
     }
 
-    /// Sends an uploaded media item to `chat`.
+    /// One chunk, tried up to three times, each try with a fresh `req_id` (re-sending a chunk
+    /// is safe: the server keeps one copy per index).
+    async fn upload_chunk(
+        &self,
+        upload_id: &str,
+        index: usize,
+        chunk: &[u8],
+    ) -> Result<(), AdapterError> {
+        let data = base64::engine::general_purpose::STANDARD.encode(chunk);
+        let mut tries = 0;
+        loop {
+            let frame = protocol::upload_chunk(upload_id, index, data.clone());
+            match self.request(frame, self.cfg.request_timeout()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < CHUNK_RETRY_DELAYS.len() => {
+                    let delay = CHUNK_RETRY_DELAYS[tries];
+                    tries += 1;
+                    warn!(instance = %self.instance, index, error = %e, "Upload chunk {index} failed; retrying in {} ms (try {} of 3).", delay.as_millis(), tries + 1);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(to_adapter_error(e)),
+            }
+        }
+    }
+
+    /// Sends an uploaded media item to `chat` with `aibot_send_msg` (DM user id or group chat
+    /// id). `Ok` only on WeCom's success answer.
     async fn deliver_media(
         &self,
         chat: &ChatAddress,
         kind: MediaKind,
         media_id: &str,
     ) -> Result<(), AdapterError> {
-        let timeout = self.cfg.request_timeout();
-        if let Some(req_id) = self.fresh_route(chat).filter(|r| !self.owns_open_stream(r)) {
-            let frame = protocol::media_reply(&req_id, kind, media_id);
-            match self
-                .request_metered(&chat.chat_id, Lane::Normal, frame, timeout)
-                .await
-            {
-                Ok(_) | Err(ReqError::Timeout) => return Ok(()),
-                Err(e) => {
-                    warn!(instance = %self.instance, error = %e, "Passive media reply failed; sending proactively.")
-                }
-            }
-        }
         let frame = protocol::media_send(&chat.chat_id, kind, media_id);
-        match self
-            .request_metered(&chat.chat_id, Lane::Normal, frame, timeout)
-            .await
-        {
-            Ok(_) | Err(ReqError::Timeout) => Ok(()),
-            Err(e) => Err(to_adapter_error(e)),
-        }
+        self.request_metered(
+            &chat.chat_id,
+            Lane::Normal,
+            frame,
+            self.cfg.request_timeout(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(to_adapter_error)
     }
 }
 
@@ -164,6 +194,15 @@ fn field(body: &Value, key: &str) -> Result<String, AdapterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_workers_follow_the_sdk() {
+        let w: Vec<usize> = [1, 4, 5, 10, 11, 100]
+            .into_iter()
+            .map(chunk_workers)
+            .collect();
+        assert_eq!(w, [1, 4, 3, 3, 2, 2]);
+    }
 
     #[test]
     fn chunk_counts_follow_the_size() {

@@ -10,12 +10,7 @@ use super::*;
 type S = Session<u32>;
 
 fn session() -> S {
-    Session::new(
-        SessionConfig::default(),
-        "bot-1",
-        "sec-1".to_owned().into(),
-        "dev-1",
-    )
+    Session::new(SessionConfig::default(), "bot-1", "sec-1".to_owned().into())
 }
 
 fn sent(actions: &[Action<u32>]) -> Vec<Value> {
@@ -63,19 +58,20 @@ fn completions(actions: &[Action<u32>]) -> Vec<(u32, Result<i64, ReqError>)> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn subscribe_carries_credentials_and_the_same_device_id_every_time() {
+async fn subscribe_carries_the_credentials_only_as_the_official_sdk_does() {
     let mut s = session();
     let first = up(&mut s);
     assert_eq!(first["cmd"], "aibot_subscribe");
-    assert_eq!(
-        first["body"],
-        json!({"bot_id":"bot-1","secret":"sec-1","device_id":"dev-1"})
-    );
+    assert_eq!(first["body"], json!({"bot_id":"bot-1","secret":"sec-1"}));
+    assert!(first["headers"]["req_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("aibot_subscribe_"));
     s.on_disconnected(Instant::now());
-    advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(1)).await;
     assert!(matches!(s.on_tick(Instant::now())[..], [Action::Connect]));
     let second = up(&mut s);
-    assert_eq!(second["body"]["device_id"], "dev-1");
+    assert_eq!(second["body"], first["body"]);
     assert_ne!(second["headers"]["req_id"], first["headers"]["req_id"]);
     assert_eq!(s.epoch(), 2);
 }
@@ -94,28 +90,102 @@ async fn frames_before_the_ack_are_kept_and_replayed() {
     assert!(matches!(&acts[1], Action::Inbound(f) if f.req_id == "r1"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_wrong_secret_is_an_auth_failure_and_closes() {
-    let mut s = session();
+/// Sends the subscribe and answers it with `answer` (a JSON ack text for its req_id).
+fn refuse(s: &mut S, answer: impl Fn(&str) -> String) -> Vec<Action<u32>> {
     let now = Instant::now();
     let sub = sent(&s.on_connected(now))[0].clone();
-    let acts = s.on_frame(&ack(sub["headers"]["req_id"].as_str().unwrap(), 40013), now);
-    assert!(matches!(&acts[0], Action::AuthFailed { code: 40013, .. }));
-    assert!(matches!(
-        &acts[1],
-        Action::Close(CloseReason::SubscribeRejected { code: 40013, .. })
-    ));
-    // Other refusals close without claiming an auth problem.
+    s.on_frame(&answer(sub["headers"]["req_id"].as_str().unwrap()), now)
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_refused_subscribe_is_an_auth_failure_retried_five_times_then_given_up() {
     let mut s = session();
-    let sub = sent(&s.on_connected(now))[0].clone();
-    let acts = s.on_frame(&ack(sub["headers"]["req_id"].as_str().unwrap(), 500), now);
+    let mut waits = Vec::new();
+    // 40013, another code, and an answer with no errcode at all: all refusals (§1.2, §6.4).
+    let answers: [&dyn Fn(&str) -> String; 6] = [
+        &|r| ack(r, 40013),
+        &|r| ack(r, 500),
+        &|r| json!({"headers":{"req_id":r}}).to_string(),
+        &|r| ack(r, 40013),
+        &|r| ack(r, 40013),
+        &|r| ack(r, 40013),
+    ];
+    for (i, answer) in answers.iter().enumerate() {
+        let acts = refuse(&mut s, answer);
+        let failures = i as u32 + 1;
+        let gave_up = failures == 6;
+        assert!(
+            matches!(&acts[0], Action::AuthFailed { failures: f, gave_up: g, .. } if *f == failures && *g == gave_up),
+            "{acts:?}"
+        );
+        assert!(acts
+            .iter()
+            .any(|a| matches!(a, Action::Close(CloseReason::SubscribeRejected { .. }))));
+        s.on_disconnected(Instant::now());
+        if gave_up {
+            break;
+        }
+        let wait = s.reconnect_in(Instant::now()).unwrap();
+        waits.push(wait.as_secs());
+        advance(wait).await;
+        assert!(matches!(s.on_tick(Instant::now())[..], [Action::Connect]));
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16], "the SDK's schedule");
+    assert_eq!(s.phase(), Phase::Stopped, "no endless loop");
+    advance(Duration::from_secs(3600)).await;
+    assert!(s.on_tick(Instant::now()).is_empty());
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_subscribe_resets_the_refusal_count() {
+    let mut s = session();
+    for _ in 0..3 {
+        refuse(&mut s, |r| ack(r, 40013));
+        s.on_disconnected(Instant::now());
+        advance(s.reconnect_in(Instant::now()).unwrap()).await;
+        s.on_tick(Instant::now());
+    }
+    up(&mut s);
+    s.on_disconnected(Instant::now());
+    assert!(!s.retrying_auth());
+    assert_eq!(s.reconnect_in(Instant::now()), Some(Duration::from_secs(1)));
+    advance(Duration::from_secs(1)).await;
+    s.on_tick(Instant::now());
+    let acts = refuse(&mut s, |r| ack(r, 40013));
     assert!(matches!(
-        &acts[..],
-        [Action::Close(CloseReason::SubscribeRejected {
-            code: 500,
+        &acts[0],
+        Action::AuthFailed {
+            failures: 1,
+            gave_up: false,
             ..
-        })]
+        }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_errcode_zero_completes_a_request_successfully() {
+    let mut s = session();
+    up(&mut s);
+    let now = Instant::now();
+    let f = protocol::markdown_send("u", "x");
+    let id = f.req_id.clone();
+    s.submit(
+        Request {
+            frame: f,
+            timeout: Duration::from_secs(5),
+            waiter: 1,
+        },
+        now,
+    );
+    let acts = s.on_frame(&json!({"headers":{"req_id":id}}).to_string(), now);
+    assert!(
+        matches!(
+            &completions(&acts)[..],
+            [(1, Err(ReqError::Platform { code: -1, .. }))]
+        ),
+        "an answer without errcode is not a success"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -148,11 +218,11 @@ async fn backoff_follows_the_list_and_resets_after_a_good_subscribe() {
         advance(Duration::from_millis(1)).await;
         assert!(matches!(s.on_tick(Instant::now())[..], [Action::Connect]));
     }
-    assert_eq!(delays, [2, 5, 10, 30, 60, 60, 60]);
+    assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30], "never gives up");
     up(&mut s);
     assert_eq!(s.attempt(), 0);
     s.on_disconnected(Instant::now());
-    assert_eq!(s.reconnect_in(Instant::now()), Some(Duration::from_secs(2)));
+    assert_eq!(s.reconnect_in(Instant::now()), Some(Duration::from_secs(1)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,6 +232,7 @@ async fn two_missed_pings_close_the_socket_and_answers_keep_it() {
     advance(Duration::from_secs(30)).await;
     let p1 = sent(&s.on_tick(Instant::now()));
     assert_eq!(p1[0]["cmd"], "ping");
+    assert!(p1[0].get("body").is_none(), "a ping has no body");
     // Answered: the count resets.
     s.on_frame(
         &ack(p1[0]["headers"]["req_id"].as_str().unwrap(), 0),
@@ -175,6 +246,25 @@ async fn two_missed_pings_close_the_socket_and_answers_keep_it() {
         1,
         "one missed: still pinging"
     );
+    advance(Duration::from_secs(30)).await;
+    assert!(matches!(
+        s.on_tick(Instant::now())[..],
+        [Action::Close(CloseReason::MissedPings)]
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_ping_answer_does_not_count_as_alive() {
+    let mut s = session();
+    up(&mut s);
+    for _ in 0..2 {
+        advance(Duration::from_secs(30)).await;
+        let p = sent(&s.on_tick(Instant::now()));
+        s.on_frame(
+            &ack(p[0]["headers"]["req_id"].as_str().unwrap(), 500),
+            Instant::now(),
+        );
+    }
     advance(Duration::from_secs(30)).await;
     assert!(matches!(
         s.on_tick(Instant::now())[..],
@@ -252,8 +342,8 @@ async fn deadlines_and_drops_fail_requests_at_once() {
     let mut s = session();
     up(&mut s);
     let now = Instant::now();
-    let a = protocol::markdown_reply("r", "a");
-    let b = protocol::markdown_reply("r", "b");
+    let a = protocol::stream_frame("r", "s", "a", false);
+    let b = protocol::stream_frame("r", "s", "b", false);
     s.submit(
         Request {
             frame: a,
@@ -281,7 +371,7 @@ async fn deadlines_and_drops_fail_requests_at_once() {
     let acts = s.on_disconnected(Instant::now());
     assert_eq!(completions(&acts), vec![(2, Err(ReqError::Disconnected))]);
     // Not connected: refused at once.
-    let c = protocol::markdown_reply("r", "c");
+    let c = protocol::stream_frame("r", "s", "c", false);
     let acts = s.submit(
         Request {
             frame: c,
@@ -300,7 +390,7 @@ async fn disconnected_event_is_terminal() {
     let now = Instant::now();
     s.submit(
         Request {
-            frame: protocol::markdown_reply("r", "a"),
+            frame: protocol::stream_frame("r", "s", "a", false),
             timeout: Duration::from_secs(5),
             waiter: 7,
         },
@@ -334,7 +424,7 @@ async fn disconnected_event_is_terminal() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn not_subscribed_triggers_one_resubscribe_with_the_same_device() {
+async fn not_subscribed_triggers_one_resubscribe() {
     let mut s = session();
     up(&mut s);
     let now = Instant::now();
@@ -353,7 +443,7 @@ async fn not_subscribed_triggers_one_resubscribe_with_the_same_device() {
     assert!(acts.iter().any(|a| matches!(a, Action::Resubscribing)));
     let sub = sent(&acts);
     assert_eq!(sub[0]["cmd"], "aibot_subscribe");
-    assert_eq!(sub[0]["body"]["device_id"], "dev-1");
+    assert_eq!(sub[0]["body"], json!({"bot_id":"bot-1","secret":"sec-1"}));
     // A second 846609 right after does not re-subscribe again.
     let acts = s.on_frame(&ack(&ids[1], 846609), now);
     assert!(sent(&acts).is_empty());
@@ -372,7 +462,6 @@ async fn duplicates_are_dropped_within_the_ttl_and_memory_is_bounded() {
         },
         "b",
         "s".to_owned().into(),
-        "d",
     );
     up(&mut s);
     let n = |s: &mut S, req: &str, msg: &str| s.on_frame(&callback(req, msg), Instant::now()).len();
