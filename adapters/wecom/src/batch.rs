@@ -1,4 +1,5 @@
-//! Merging of client-split texts (reference `wecom-aibot.md` §4.7, §9 item 16): WeCom clients
+//! Merging of client-split texts (reference `wecom-aibot.md` §4.7, §9 item 16; the official
+//! client does not merge, `wecom-aibot-official.md` §6.6, so this is ours): WeCom clients
 //! cut long user messages at about 4000 characters and send the pieces as separate callbacks.
 //! Plain texts from one sender in one chat are held for a quiet period (0.6 s, or 2 s after a
 //! piece near the split size) and handed on as one message.

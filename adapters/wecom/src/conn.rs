@@ -1,10 +1,13 @@
-//! The connection runner: dials the endpoint (directly or through an HTTP CONNECT proxy, §1.1),
+//! The connection runner (reference `wecom-aibot-official.md`): dials the endpoint (directly or
+//! through an HTTP CONNECT proxy, §1.1),
 //! drives the [`Session`] state machine with socket events, requests and timers, and carries out
 //! the actions it returns. It owns the socket; the rest of the adapter talks to it through a
 //! bounded command channel and watches its [`Link`] state.
 //!
 //! Socket endings of every kind (close frame, closing, already closed, read error, EOF) are
-//! terminal for that socket and go through the backoff; nothing spins (§6.1, commit `8dca28775`).
+//! terminal for that socket and go through the backoff (§6.3); nothing spins. Until the first
+//! subscribe is acknowledged, failures go back to `connect` and the router retries: the runner
+//! never retries alongside it (refused credentials excepted: those follow §6.4 here).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Parsing of inbound callbacks into typed messages and events (reference `wecom-aibot.md`
-//! §3.3 fields, §3.4 text extraction, §3.5 media references, §3.6 events), and building the
+//! Parsing of inbound callbacks into typed messages and events (reference
+//! `wecom-aibot-official.md` §3.1 messages and their fields, §3.2 events, §0 items 19 and 22), and building the
 //! router's [`InboundMessage`] once media is downloaded.
 //!
 //! Deliberate differences from hermes: videos are downloaded (peers drop them), group detection

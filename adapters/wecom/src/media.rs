@@ -1,5 +1,5 @@
 //! Inbound media: download at once (URLs expire in about five minutes), stream with a size cap
-//! through the SSRF-guarded client, decrypt (reference `wecom-aibot.md` §5), detect the type by
+//! through the SSRF-guarded client, decrypt (reference `wecom-aibot-official.md` §7: AES-256-CBC, IV = key[..16], 32-byte PKCS#7), detect the type by
 //! magic bytes, store under the instance's data dir, and delete old files by age (§3.5).
 
 use std::path::{Path, PathBuf};

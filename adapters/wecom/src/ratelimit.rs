@@ -1,5 +1,7 @@
-//! Per-chat rate limiting: WeCom allows 30 user-visible messages per minute per chat and
-//! answers 846607 beyond that (reference `wecom-aibot.md` §6.6). A sliding one-minute window per
+//! Per-chat rate limiting: WeCom is reported to allow 30 user-visible messages per minute per
+//! chat and to answer 846607 beyond that (reference `wecom-aibot.md` §6.6; the official client
+//! neither limits nor knows the code, `wecom-aibot-official.md` §0 item 18 and §10, so this is a
+//! safety margin of ours that costs nothing when the limit does not exist). A sliding one-minute window per
 //! chat, with a reserve that only the control lane (final stream frames, replies and notices)
 //! may use, so a burst of proactive sends cannot starve the end of an answer. Intermediate stream
 //! frames are not counted. Waiting never drops a message.
