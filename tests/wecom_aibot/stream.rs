@@ -325,3 +325,29 @@ async fn a_fallback_that_fails_midway_resumes_at_the_first_unconfirmed_piece() {
     );
     gw.stop().await;
 }
+
+/// Risk 2 of issue 11: a notice outside a turn must not take a req_id. In a group, a member's
+/// second message while the first is answered gets its "queued" notice with `aibot_send_msg`
+/// to the group, and later its own answer as the one stream on its own req_id.
+#[tokio::test]
+async fn a_queued_notice_in_a_group_goes_proactively_and_the_answer_keeps_its_req_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = OpenWs::builder().bot("bot-1", "secret-1").start().await;
+    let gw = start(&emu, dir.path(), "  delay_ms: 300\n", "").await;
+    let first = emu.push_text(Chat::group("team", "alice"), "first question");
+    emu.wait_reply(&first.req_id, |r| !r.frames.is_empty())
+        .await;
+    let second = emu.push_text(Chat::group("team", "alice"), "second question");
+    let sent = emu.wait_sent("team", 1).await;
+    let notice = sent[0].body()["markdown"]["content"].as_str().unwrap();
+    assert!(notice.contains("Queued"), "{notice}");
+    assert_eq!(
+        emu.expect_reply(&first.req_id).await.text(),
+        "echo: first question"
+    );
+    let r = emu.expect_reply(&second.req_id).await;
+    assert_eq!(r.text(), "echo: second question");
+    assert_eq!(r.bubbles.len(), 1);
+    assert!(emu.violations().is_empty(), "{:?}", emu.violations());
+    gw.stop().await;
+}
