@@ -636,3 +636,28 @@ async fn finals_without_visible_text_are_acked_and_flagged() {
     );
     assert!(violations_mention(&emu, "without visible text"));
 }
+
+/// A connection the server ended (a take-over) reads nothing more: a final frame still in
+/// flight on it is neither processed nor answered, so it never counts as shown while its
+/// sender saw no answer (what let the fault suite see one answer twice).
+#[tokio::test(start_paused = true)]
+async fn frames_on_a_kicked_connection_are_not_processed() {
+    let emu = OpenWs::builder().start().await;
+    let mut c = Client::connect(&emu).await;
+    let p = emu.push_text(Chat::dm("alice"), "hi");
+    assert_eq!(code(&c.stream(&p.req_id, "stream_1", "a", false).await), 0);
+    assert!(emu.kick());
+    let frame = json!({ "cmd": "aibot_respond_msg", "headers": { "req_id": p.req_id },
+                        "body": { "msgtype": "stream",
+                                  "stream": { "id": "stream_1", "finish": true, "content": "ab" } } });
+    // The socket may already be closing: the write may fail, and that is fine.
+    let _ = c.ws.send(Message::text(frame.to_string())).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let finals: Vec<_> = emu
+        .frames()
+        .into_iter()
+        .filter(|r| r.body()["stream"]["finish"] == true)
+        .collect();
+    assert!(finals.iter().all(|r| !r.accepted()), "{finals:?}");
+    assert_eq!(emu.reply(&p.req_id).finals(), 0);
+}

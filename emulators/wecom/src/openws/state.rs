@@ -456,6 +456,13 @@ impl State {
             self.violations
                 .push(format!("conn {conn}: `{cmd}` without headers.req_id"));
         }
+        if let Some(b) = &bot {
+            if self.bots.get(b).and_then(|s| s.live) != Some(conn) {
+                // The server ended this connection (a take-over or a drop): frames still in
+                // flight on it are never processed, so nothing is accepted without its answer.
+                return Vec::new();
+            }
+        }
         let delay = self.behaviour.ack_delay;
         let reply = |text: String| {
             vec![Write {
