@@ -59,18 +59,28 @@ async fn drops_expiries_and_a_take_over_lose_and_repeat_nothing() {
                 // a reply for every message so far (so none is still in the socket: a dropped
                 // TCP connection discards what the peer had not read, which no client can
                 // help), with answers still streaming.
-                emu.wait_subscribed(if n == 15 { 1 } else { 2 }).await;
-                emu.wait_for("a reply opened for every message", |f| {
+                let live = emu.wait_subscribed(if n == 15 { 1 } else { 2 }).await;
+                let conn = live.last().unwrap().conn;
+                // ...and once the emulator has answered everything the gateway sent on it: an
+                // answer still unsent when the socket goes is a fault no client can see either.
+                emu.wait_for("a reply opened for every message, all answered", |f| {
                     pushed.iter().all(|r| f.iter().any(|x| x.req_id() == r))
+                        && f.iter()
+                            .filter(|x| x.conn == conn && x.cmd() != "ping")
+                            .all(|x| x.answered.is_some())
                 })
                 .await;
                 assert!(emu.drop_connection());
                 super::report(&format!("AI Bot: socket dropped after {n} messages"));
             }
             if n == 50 {
-                emu.wait_subscribed(3).await;
-                emu.wait_for("a reply opened for every message", |f| {
+                let live = emu.wait_subscribed(3).await;
+                let conn = live.last().unwrap().conn;
+                emu.wait_for("a reply opened for every message, all answered", |f| {
                     pushed.iter().all(|r| f.iter().any(|x| x.req_id() == r))
+                        && f.iter()
+                            .filter(|x| x.conn == conn && x.cmd() != "ping")
+                            .all(|x| x.answered.is_some())
                 })
                 .await;
                 assert!(emu.kick());
@@ -140,7 +150,17 @@ async fn drops_expiries_and_a_take_over_lose_and_repeat_nothing() {
             let seen: Vec<String> = frames
                 .iter()
                 .filter(|r| r.frame.to_string().contains(e.as_str()))
-                .map(|r| format!("{} {:?} {}", r.cmd(), r.answered, r.body()["msgtype"]))
+                .map(|r| {
+                    format!(
+                        "conn {} {} {:?} {} finish={} req {}",
+                        r.conn,
+                        r.cmd(),
+                        r.answered,
+                        r.body()["msgtype"],
+                        r.body()["stream"]["finish"],
+                        r.req_id()
+                    )
+                })
                 .collect();
             format!("{e}: {seen:?}")
         })

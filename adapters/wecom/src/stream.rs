@@ -287,7 +287,7 @@ impl ReplySink for StreamSink {
                 st
             }
         };
-        finalize(&inner, &target, st, text, log).await
+        finalize(&inner, &target, st, text, self.window_ends, log).await
     }
 }
 
@@ -321,14 +321,14 @@ async fn run_pump(
                     return st;
                 }
                 let text = text_rx.borrow().clone();
-                return abandon(&inner, &target, st, &text).await;
+                return abandon(&inner, &target, st, &text, window_ends).await;
             }
             // New text so far; a closed channel means the sink was dropped.
             changed = text_rx.changed() => {
                 if changed.is_err() {
                     st.outstanding = outstanding;
                     let text = text_rx.borrow().clone();
-                    return abandon(&inner, &target, st, &text).await;
+                    return abandon(&inner, &target, st, &text, window_ends).await;
                 }
                 dirty = true;
             }
@@ -381,9 +381,15 @@ async fn seal(inner: &Inner, target: &Target, st: &mut StreamState, text: &str) 
 
 /// Finishes a reply whose sink was dropped without `finish`, with the last text it got, so its
 /// bubble does not keep spinning.
-async fn abandon(inner: &Inner, target: &Target, st: StreamState, text: &str) -> StreamState {
+async fn abandon(
+    inner: &Inner,
+    target: &Target,
+    st: StreamState,
+    text: &str,
+    window_ends: Instant,
+) -> StreamState {
     warn!(instance = %inner.instance, "A reply was dropped without finishing; closing its stream.");
-    if let Err(e) = finalize(inner, target, st, text, &gateway_core::NoLog).await {
+    if let Err(e) = finalize(inner, target, st, text, window_ends, &gateway_core::NoLog).await {
         warn!(instance = %inner.instance, error = %e, "Could not close an abandoned reply.");
     }
     let mut done = StreamState::new(inner);
@@ -448,12 +454,15 @@ async fn submit_final(
 }
 
 /// Sends the final frame until WeCom answers: again after a timeout (idempotent: same id, same
-/// content) and after a rate limit; any other answer is final.
+/// content) and after a rate limit; any other answer is final. A re-sent final that WeCom
+/// refuses as "stream finished" (846608) while the stream's window is still open was finished
+/// by the earlier, unanswered try: delivered.
 async fn final_frame(
     inner: &Inner,
     target: &Target,
     st: &StreamState,
     content: &str,
+    window_ends: Instant,
 ) -> Result<(), ReqError> {
     let mut last = ReqError::Timeout;
     let mut tries = 0;
@@ -464,6 +473,14 @@ async fn final_frame(
         };
         match rx.await.unwrap_or(Err(ReqError::Disconnected)) {
             Ok(_) => return Ok(()),
+            Err(ReqError::Platform { code: 846608, .. })
+                if tries > 1
+                    && matches!(last, ReqError::Timeout)
+                    && Instant::now() < window_ends =>
+            {
+                info!(instance = %inner.instance, "A re-sent final frame found its stream finished: the first one arrived.");
+                return Ok(());
+            }
             Err(ReqError::Timeout) => {
                 info!(instance = %inner.instance, tries, "No answer to a final stream frame; sending it again.");
                 last = ReqError::Timeout;
@@ -496,6 +513,7 @@ async fn finalize(
     target: &Target,
     mut st: StreamState,
     text: &str,
+    window_ends: Instant,
     log: &dyn DeliveryLog,
 ) -> Result<(), AdapterError> {
     if let Some(rx) = st.outstanding.take() {
@@ -537,7 +555,7 @@ async fn finalize(
     parts.push(content.clone());
     parts.extend(pieces.iter().cloned());
     log.planned(&parts).await;
-    match final_frame(inner, target, &st, &content).await {
+    match final_frame(inner, target, &st, &content, window_ends).await {
         Ok(()) => {
             log.confirmed(0).await;
             inner
