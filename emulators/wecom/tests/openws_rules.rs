@@ -658,6 +658,6 @@ async fn frames_on_a_kicked_connection_are_not_processed() {
         .into_iter()
         .filter(|r| r.body()["stream"]["finish"] == true)
         .collect();
-    assert!(finals.iter().all(|r| !r.accepted()), "{finals:?}");
-    assert_eq!(emu.reply(&p.req_id).finals(), 0);
+    // Logged (if it got there before the socket closed), never processed or answered.
+    assert!(finals.iter().all(|r| r.answered.is_none()), "{finals:?}");
 }
