@@ -380,6 +380,18 @@ impl gateway_core::InboundSink for Recorder {
     }
 }
 
+impl Recorder {
+    /// The first message the adapter handed on (waits for it).
+    async fn first(&self) -> gateway_core::InboundMessage {
+        loop {
+            if let Some(m) = self.got.lock().unwrap().first().cloned() {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// The adapter on its own, connected to `emu` in memory (exact under paused time).
 async fn bare_adapter(
     emu: &OpenWs,
@@ -423,12 +435,7 @@ async fn a_reply_dropped_without_finish_still_closes_its_bubble() {
         .await;
     let (adapter, recorder) = bare_adapter(&emu, dir.path()).await;
     let p = emu.push_text(Chat::dm("alice"), "hello");
-    let msg = loop {
-        if let Some(m) = recorder.got.lock().unwrap().first().cloned() {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let msg = recorder.first().await;
     let mut sink = adapter.reply(&msg).await.unwrap();
     sink.start().await.unwrap();
     sink.update("a partial answer").await.unwrap();
@@ -517,12 +524,7 @@ async fn an_empty_answer_still_closes_its_stream_with_visible_text() {
         .await;
     let (adapter, recorder) = bare_adapter(&emu, dir.path()).await;
     let p = emu.push_text(Chat::dm("alice"), "say nothing");
-    let msg = loop {
-        if let Some(m) = recorder.got.lock().unwrap().first().cloned() {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let msg = recorder.first().await;
     let mut sink = adapter.reply(&msg).await.unwrap();
     sink.start().await.unwrap();
     sink.finish(" \u{200B}\n", gateway_core::TurnOutcome::Completed)
