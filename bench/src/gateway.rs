@@ -1,6 +1,7 @@
 //! The gateway under load: the real `gateway` binary as a child process, configured with one
-//! WeCom callback app of the emulator and the echo agent, and its CPU time and peak RSS read
-//! from `/proc` (proc(5): `/proc/<pid>/stat` fields 14 and 15, `/proc/<pid>/status` `VmHWM`).
+//! WeCom callback app of the emulator (or one AI Bot on the openws emulator) and the echo
+//! agent, its cold start (spawn to `/health` 200), and its CPU time and RSS read from `/proc`
+//! (proc(5): `/proc/<pid>/stat` fields 14 and 15, `/proc/<pid>/status` `VmHWM` and `VmRSS`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,8 @@ pub struct Gateway {
     child: Child,
     /// Its stderr (the log), for the error report when something goes wrong.
     pub log: PathBuf,
+    /// From spawning the process to the first `/health` 200 (polled every 2 ms).
+    pub cold_start: Duration,
 }
 
 impl Gateway {
@@ -36,11 +39,53 @@ impl Gateway {
         extra["host"] = "127.0.0.1".into();
         extra["port"] = port.into();
         extra["api_base_url"] = emu.base_url().into();
+        Self::start_with(
+            binary,
+            dir,
+            &format!("platforms:\n  wecom_callback:\n    extra: {extra}\n"),
+            pin,
+        )
+        .await
+    }
+
+    /// Like [`Gateway::start`] with a `wecom` (AI Bot) instance for `bot_id`/`secret` on the
+    /// openws emulator at `url`: no text batching, streams flushed every `stream_interval_ms`.
+    pub async fn start_aibot(
+        binary: &Path,
+        dir: &Path,
+        (bot_id, secret, url): (&str, &str, &str),
+        stream_interval_ms: u64,
+        pin: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let extra = serde_json::json!({
+            "bot_id": bot_id,
+            "secret": secret,
+            "websocket_url": url,
+            "text_batch_delay_ms": 0,
+            "stream_interval_ms": stream_interval_ms,
+        });
+        Self::start_with(
+            binary,
+            dir,
+            &format!("platforms:\n  wecom:\n    extra: {extra}\n"),
+            pin,
+        )
+        .await
+    }
+
+    /// Writes a config into `dir` (data dir, a free listen port, the echo agent without delay,
+    /// and `platforms`, a YAML `platforms:` block) and starts `binary` on it, pinned to `pin`
+    /// when given. Returns once `/health` answers 200, with the time that took.
+    async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        platforms: &str,
+        pin: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let yaml = format!(
             "gateway:\n  data_dir: {}\n  listen: {listen}\n\
-             agent:\n  backend: echo\n\
-             platforms:\n  wecom_callback:\n    extra: {extra}\n",
+             agent:\n  backend: echo\n{platforms}",
             dir.join("data").display(),
         );
         let config = dir.join("config.yaml");
@@ -58,6 +103,7 @@ impl Gateway {
             }
             None => Command::new(binary),
         };
+        let spawned = Instant::now();
         let child = cmd
             .args(["run", "-c"])
             .arg(&config)
@@ -67,8 +113,13 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let mut gw = Self { child, log };
+        let mut gw = Self {
+            child,
+            log,
+            cold_start: Duration::ZERO,
+        };
         gw.ready(&format!("http://{listen}/health")).await?;
+        gw.cold_start = spawned.elapsed();
         Ok(gw)
     }
 
@@ -91,7 +142,7 @@ impl Gateway {
                     self.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -178,10 +229,20 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// Peak resident set size of `pid` so far (`VmHWM`), in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Current resident set size of `pid` (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/<pid>/status")
+        .with_context(|| format!("no {field} in /proc/<pid>/status"))
 }

@@ -106,37 +106,49 @@ impl Driver {
             }
         }
     }
+}
 
-    /// `n` messages with `concurrency` of them in flight at any time (closed loop: a sender
-    /// sends its next message once the last one was answered).
-    pub async fn closed_loop(self: &Arc<Self>, n: usize, concurrency: usize) -> Vec<Outcome> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut workers = JoinSet::new();
-        for _ in 0..concurrency.max(1) {
-            let (me, next) = (self.clone(), next.clone());
-            workers.spawn(async move {
-                let mut out = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < n {
-                    out.push(me.one().await);
-                }
-                out
-            });
-        }
-        workers.join_all().await.concat()
+impl Load for Driver {
+    fn one(&self) -> impl std::future::Future<Output = Outcome> + Send {
+        Driver::one(self)
     }
+}
 
-    /// `n` messages started at `rate` per second, however many are in flight (open loop).
-    pub async fn fixed_rate(self: &Arc<Self>, n: usize, rate: f64) -> Vec<Outcome> {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut sends = JoinSet::new();
-        for _ in 0..n {
-            tick.tick().await;
-            let me = self.clone();
-            sends.spawn(async move { me.one().await });
-        }
-        sends.join_all().await
+/// A driver of one path: sends one message and waits for its answer.
+pub trait Load: Send + Sync + 'static {
+    /// One message, timed until its answer.
+    fn one(&self) -> impl std::future::Future<Output = Outcome> + Send;
+}
+
+/// `n` messages with `concurrency` of them in flight at any time (closed loop: a sender sends
+/// its next message once the last one was answered).
+pub async fn closed_loop<D: Load>(d: &Arc<D>, n: usize, concurrency: usize) -> Vec<Outcome> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (me, next) = (d.clone(), next.clone());
+        workers.spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                out.push(me.one().await);
+            }
+            out
+        });
     }
+    workers.join_all().await.concat()
+}
+
+/// `n` messages started at `rate` per second, however many are in flight (open loop).
+pub async fn fixed_rate<D: Load>(d: &Arc<D>, n: usize, rate: f64) -> Vec<Outcome> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = JoinSet::new();
+    for _ in 0..n {
+        tick.tick().await;
+        let me = d.clone();
+        sends.spawn(async move { me.one().await });
+    }
+    sends.join_all().await
 }
 
 /// Wakes the waiter of every reply the emulator records, in order, as it is recorded: the
@@ -166,6 +178,6 @@ async fn watch(emu: Arc<FakeWeComApi>, waiters: Waiters, unmatched: Arc<AtomicU6
 }
 
 /// Locks `m`, ignoring poison (a panicked holder leaves the map usable).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,5 +1,6 @@
-//! One row of results per load level: throughput, end-to-end latency percentiles, the gateway's
-//! CPU per message and peak RSS; printed as an aligned table or as JSON.
+//! One row of results per load level: throughput, end-to-end latency percentiles, reply frames
+//! per second (AI Bot path), the gateway's CPU per message and its RSS; printed as an aligned
+//! table or as JSON.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use crate::load::Outcome;
 /// The results of one level.
 #[derive(Debug, Serialize)]
 pub struct Row {
+    /// `callback` or `aibot`.
+    pub path: &'static str,
     /// `c=16` (closed loop, 16 in flight) or `rate=500` (open loop, per second).
     pub level: String,
     /// Messages sent.
@@ -32,6 +35,11 @@ pub struct Row {
     pub cpu_s_per_msg: f64,
     /// The gateway's peak RSS so far (`VmHWM`), MiB.
     pub peak_rss_mib: f64,
+    /// The gateway's RSS at the end of the level (`VmRSS`), MiB.
+    pub rss_mib: f64,
+    /// AI Bot path: reply frames (`aibot_respond_msg`) the emulator received per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_per_sec: Option<f64>,
 }
 
 impl Row {
@@ -55,6 +63,7 @@ impl Row {
         let count = |want: fn(&Outcome) -> bool| outcomes.iter().filter(|o| want(o)).count();
         let n = outcomes.len();
         Self {
+            path: "callback",
             level,
             messages: n,
             replied: lat.len(),
@@ -66,6 +75,8 @@ impl Row {
             p99_ms: percentile_ms(&lat, 99.0),
             cpu_s_per_msg: cpu_s / n.max(1) as f64,
             peak_rss_mib: peak_rss_kib as f64 / 1024.0,
+            rss_mib: 0.0,
+            frames_per_sec: None,
         }
     }
 
@@ -84,10 +95,11 @@ fn percentile_ms(lat: &[Duration], p: f64) -> f64 {
     lat[rank.clamp(1, lat.len()) - 1].as_secs_f64() * 1e3
 }
 
-/// Prints `rows` as an aligned table.
+/// Prints `rows` as an aligned table (`frames/s` only for the AI Bot path).
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>11} {:>9}",
+        "{:<8} {:<14} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>9}",
+        "path",
         "level",
         "messages",
         "replied",
@@ -95,12 +107,19 @@ pub fn print_table(rows: &[Row]) {
         "p50 ms",
         "p90 ms",
         "p99 ms",
+        "frames/s",
         "CPU ms/msg",
-        "peak RSS"
+        "peak RSS",
+        "RSS"
     );
     for r in rows {
+        let frames = r
+            .frames_per_sec
+            .map_or_else(|| "-".to_owned(), |f| format!("{f:.1}"));
         println!(
-            "{:<10} {:>8} {:>8} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>11.3} {:>5.1} MiB",
+            "{:<8} {:<14} {:>8} {:>8} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>11.3} {:>5.1} MiB \
+             {:>5.1} MiB",
+            r.path,
             r.level,
             r.messages,
             r.replied,
@@ -108,8 +127,10 @@ pub fn print_table(rows: &[Row]) {
             r.p50_ms,
             r.p90_ms,
             r.p99_ms,
+            frames,
             r.cpu_s_per_msg * 1e3,
-            r.peak_rss_mib
+            r.peak_rss_mib,
+            r.rss_mib
         );
     }
 }
