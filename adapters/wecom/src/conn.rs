@@ -554,8 +554,10 @@ async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
         ProxyChoice::Url(u) => Some(u.clone()),
         ProxyChoice::FromEnv => proxy_from_env(secure, &host),
     };
+    // Frames are small and answered at once: Nagle's algorithm would hold each one back until
+    // the previous one's ACK (about 40 ms per stream frame against delayed ACKs).
     let Some(proxy_url) = proxy_url else {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(handshake_error)?;
         return Ok(ws);
@@ -567,6 +569,7 @@ async fn dial(url: &str, proxy: &ProxyChoice) -> Result<Ws, DialError> {
             host: proxy.host.clone(),
             detail: e.to_string(),
         })?;
+    let _ = stream.set_nodelay(true);
     let stream = connect_tunnel(stream, &proxy, &host, port).await?;
     let (ws, _) = tokio_tungstenite::client_async_tls(url, stream)
         .await

@@ -39,6 +39,8 @@ pub(crate) async fn accept_loop(
             () = stop.cancelled() => return,
         };
         let Ok((tcp, _)) = accepted else { continue };
+        // As a server answering small frames at once would be: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(serve_io(tcp, shared, stop));
