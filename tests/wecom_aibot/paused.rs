@@ -425,17 +425,31 @@ async fn bare_adapter(
     (adapter, recorder)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_reply_dropped_without_finish_still_closes_its_bubble() {
-    let dir = tempfile::tempdir().unwrap();
+/// An emulator, the bare adapter on it, and one DM pushed and handed on by the adapter.
+async fn bare_with_message(
+    dir: &std::path::Path,
+    text: &str,
+) -> (
+    OpenWs,
+    std::sync::Arc<dyn gateway_core::PlatformAdapter>,
+    wecom_emulator::openws::Pushed,
+    gateway_core::InboundMessage,
+) {
     let emu = OpenWs::builder()
         .bot("bot-1", "secret-1")
         .patience(Duration::from_secs(900))
         .start()
         .await;
-    let (adapter, recorder) = bare_adapter(&emu, dir.path()).await;
-    let p = emu.push_text(Chat::dm("alice"), "hello");
+    let (adapter, recorder) = bare_adapter(&emu, dir).await;
+    let p = emu.push_text(Chat::dm("alice"), text);
     let msg = recorder.first().await;
+    (emu, adapter, p, msg)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_dropped_without_finish_still_closes_its_bubble() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, adapter, p, msg) = bare_with_message(dir.path(), "hello").await;
     let mut sink = adapter.reply(&msg).await.unwrap();
     sink.start().await.unwrap();
     sink.update("a partial answer").await.unwrap();
@@ -517,14 +531,7 @@ async fn a_duplicate_msgid_makes_one_agent_turn() {
 #[tokio::test(start_paused = true)]
 async fn an_empty_answer_still_closes_its_stream_with_visible_text() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = OpenWs::builder()
-        .bot("bot-1", "secret-1")
-        .patience(Duration::from_secs(900))
-        .start()
-        .await;
-    let (adapter, recorder) = bare_adapter(&emu, dir.path()).await;
-    let p = emu.push_text(Chat::dm("alice"), "say nothing");
-    let msg = recorder.first().await;
+    let (emu, adapter, p, msg) = bare_with_message(dir.path(), "say nothing").await;
     let mut sink = adapter.reply(&msg).await.unwrap();
     sink.start().await.unwrap();
     sink.finish(" \u{200B}\n", gateway_core::TurnOutcome::Completed)
